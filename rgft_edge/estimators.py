@@ -1,0 +1,78 @@
+"""Per-component error scores from what a backward pass returned.
+
+Both estimators work on any array type with operator arithmetic (torch tensors, numpy arrays),
+so the same code scores the eager, ExecuTorch and ONNX Runtime backends.
+
+- grad-norm: s_k = ||grad_{theta_k} L||_p over the component's parameter slices; a component is
+  measured when every slice it owns has a gradient this step.
+- activation: s_k = ||dL/dh_k||_F * ||h_k||_F from the backend's hook norms; a component is measured
+  when its output received a gradient (true for everything at or above the lowest trained depth).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from .components import ComponentTable
+
+ESTIMATORS = ("grad-norm", "activation")
+
+
+def lp_norm(x: Any, p: float) -> float:
+    if p == 2:
+        return float((x * x).sum()) ** 0.5
+    if p == 1:
+        return float(abs(x).sum())
+    return float((abs(x) ** p).sum()) ** (1.0 / p)
+
+
+def grad_norm_scores(
+    table: ComponentTable, grads: Mapping[str, Any], p: float = 2.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, measured mask) from parameter gradients keyed by parameter name."""
+    k = len(table)
+    scores = np.zeros(k)
+    measured = np.zeros(k, dtype=bool)
+    for i, comp in enumerate(table):
+        total = 0.0
+        ok = True
+        for ref in comp.params:
+            g = grads.get(ref.name)
+            if g is None:
+                ok = False
+                break
+            part = g[ref.index(g.ndim)] if ref.dim is not None else g
+            # Accumulate p-th powers so slices of several tensors combine into one norm.
+            total += lp_norm(part, p) ** p
+        if ok and comp.params:
+            scores[i] = total ** (1.0 / p)
+            measured[i] = True
+    return scores, measured
+
+
+def activation_scores(
+    table: ComponentTable, hook_norms: Mapping[int, tuple[float, float]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, measured mask) from {component index: (||dL/dh||_F, ||h||_F)}."""
+    k = len(table)
+    scores = np.zeros(k)
+    measured = np.zeros(k, dtype=bool)
+    for i, (g, h) in hook_norms.items():
+        scores[i] = g * h
+        measured[i] = True
+    return scores, measured
+
+
+def compute_scores(
+    estimator: str, table: ComponentTable, grads: Mapping[str, Any],
+    hook_norms: Mapping[int, tuple[float, float]] | None, p: float = 2.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    if estimator == "grad-norm":
+        return grad_norm_scores(table, grads, p)
+    if estimator == "activation":
+        if hook_norms is None:
+            raise ValueError("this backend exposes no activation gradients; use --estimator grad-norm")
+        return activation_scores(table, hook_norms)
+    raise ValueError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}")

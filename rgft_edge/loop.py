@@ -1,0 +1,141 @@
+"""The one RGFT training loop, shared by every backend. Read it top to bottom.
+
+Per step: pick the components (policy over the EMA error map, plus whatever the staleness rule
+forces), run forward/backward through the backend with only those trainable, score every component
+the backward pass could measure, update the error map, apply AdamW to the selected components with
+their LR multipliers, and log. A non-finite loss or gradient skips the update and is counted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .backend import Backend, Batch
+from .costs import CostModel
+from .error_map import ErrorMap
+from .estimators import compute_scores
+from .optim import ComponentAdamW
+from .policies import Policy, Selection
+
+
+@dataclass
+class LoopSettings:
+    estimator: str = "grad-norm"
+    p_norm: float = 2.0
+    probe_first_step: bool = True  # step 0 trains everything so every component gets a score
+    eval_every: int = 0  # steps between held-out evaluations during training (0: only at the end)
+    max_steps: int | None = None
+
+
+@dataclass
+class LoopResult:
+    steps: int = 0
+    skipped_steps: int = 0
+    total_time_s: float = 0.0
+    tracking_time_s: float = 0.0  # time in scoring, EMA, staleness and selection
+    selected_counts: list[int] = field(default_factory=list)
+    params_updated: list[int] = field(default_factory=list)
+    cost_fractions: list[float] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    stop_reason: str = "completed"
+
+
+def _measurable(estimator: str, mask: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """Which components this selection's backward pass can score without extra work."""
+    if not mask.any():
+        return mask.copy()
+    if estimator == "activation":
+        return depth >= depth[mask].min()
+    return mask.copy()
+
+
+def choose(policy: Policy, error_map: ErrorMap, step: int, estimator: str, depth: np.ndarray,
+           probe: bool) -> tuple[Selection, np.ndarray]:
+    """(selection, forced-by-staleness mask) for this step."""
+    k = len(error_map)
+    none = np.zeros(k, bool)
+    if probe:
+        return Selection.of(np.ones(k, bool)), none
+    sel = policy.select(error_map.scores, step, none)
+    if not policy.uses_scores:
+        return sel, none
+    forced = error_map.stale(step, _measurable(estimator, sel.mask, depth))
+    if forced.any():
+        sel = policy.select(error_map.scores, step, forced)
+        # Exploration only measures/refreshes a component; give it the base LR if the policy
+        # did not assign one, so the step is an ordinary update for it.
+        sel.lr_mult = np.where(sel.mask & (sel.lr_mult == 0), 1.0, sel.lr_mult)
+    return sel, forced
+
+
+def _finite_grads(grads) -> bool:
+    return all(math.isfinite(float(abs(g).sum())) for g in grads.values())
+
+
+def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: ComponentAdamW,
+          batches: Iterable[Batch], settings: LoopSettings, *, cost: CostModel | None = None,
+          on_step: Callable[[dict], None] | None = None,
+          evaluate: Callable[[int], dict] | None = None,
+          should_stop: Callable[[int], str | None] | None = None) -> LoopResult:
+    table = backend.table
+    depth = np.array(table.depths)
+    sizes = np.array([c.num_params for c in table])
+    result = LoopResult()
+    params = backend.parameters()
+    step = 0
+    for step, batch in enumerate(batches):
+        if settings.max_steps is not None and step >= settings.max_steps:
+            break
+        if should_stop is not None and (reason := should_stop(step)):
+            result.stop_reason = reason
+            break
+        t0 = time.perf_counter()
+        probe = settings.probe_first_step and step == 0 and policy.uses_scores
+        sel, forced = choose(policy, error_map, step, settings.estimator, depth, probe)
+        t_sel = time.perf_counter() - t0
+
+        out = backend.train_step(batch, sel.mask, settings.estimator == "activation")
+        ok = math.isfinite(out.loss) and _finite_grads(out.grads)
+
+        t1 = time.perf_counter()
+        scores, measured = compute_scores(settings.estimator, table, out.grads, out.hook_norms,
+                                          settings.p_norm)
+        if ok:
+            error_map.update(step, measured, scores)
+        t_track = time.perf_counter() - t1 + t_sel
+
+        touched = optimizer.step(params, out.grads, sel.lr_mult, step) if ok else []
+        backend.commit(touched)
+        dt = time.perf_counter() - t0
+
+        result.steps += 1
+        result.skipped_steps += 0 if ok else 1
+        result.tracking_time_s += t_track
+        result.total_time_s += dt
+        result.selected_counts.append(int(sel.mask.sum()))
+        result.params_updated.append(int(sizes[sel.mask].sum()) if ok else 0)
+        frac = cost.fraction(sel.mask) if cost is not None else float("nan")
+        result.cost_fractions.append(frac)
+        result.step_times.append(dt)
+        result.losses.append(out.loss)
+        record = {
+            "type": "step", "step": step, "loss": out.loss, "skipped": not ok,
+            "selected": np.flatnonzero(sel.mask).tolist(),
+            "forced": np.flatnonzero(forced).tolist(),
+            "lr_mult": {int(i): round(float(sel.lr_mult[i]), 6) for i in np.flatnonzero(sel.mask)},
+            "measured": np.flatnonzero(measured).tolist(),
+            "scores": [float(s) for s in error_map.scores],
+            "params_updated": result.params_updated[-1], "cost_fraction": frac,
+            "step_time_s": dt, "tracking_time_s": t_track, **out.info,
+        }
+        if on_step is not None:
+            on_step(record)
+        if evaluate is not None and settings.eval_every and (step + 1) % settings.eval_every == 0:
+            evaluate(step)
+    return result

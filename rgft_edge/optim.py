@@ -1,0 +1,88 @@
+"""The runner-owned optimizer: AdamW per component, on parameter slices, with bounded state.
+
+Why not torch.optim with param groups: a component can own a slice of a tensor (one attention
+head's rows), torch's AdamW would still move the unselected slices of that tensor (momentum and
+weight decay), and the exported backends hand us plain buffers anyway. The maths is AdamW exactly
+(decoupled weight decay, bias correction per component step count); tests check it against
+torch.optim.AdamW with per-group learning rates. Written with operators only, so it runs on torch
+tensors and numpy arrays alike.
+
+State bound (documented rule): the m/v state of a component that has not been updated for
+`evict_after` steps is dropped; when it is selected again it restarts from zero with a fresh bias
+correction. `max_state_components` additionally caps how many components may hold state at once
+(least recently updated evicted first). Both keep optimizer memory bounded by the hot set, not K.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, MutableMapping
+
+import numpy as np
+
+from .components import ComponentTable
+
+
+class ComponentAdamW:
+    def __init__(self, table: ComponentTable, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01, evict_after: int = 200,
+                 max_state_components: int | None = None):
+        if lr <= 0 or not np.isfinite(lr):
+            raise ValueError(f"learning rate must be a positive number, got {lr}")
+        self.table, self.lr, self.betas, self.eps, self.wd = table, lr, betas, eps, weight_decay
+        self.evict_after = evict_after
+        self.max_state = max_state_components
+        # component index -> {"t": int, "last": step, "m": [arrays], "v": [arrays]}
+        self.state: dict[int, dict] = {}
+        self.evictions = 0
+
+    def step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any],
+             lr_mult: np.ndarray, step: int) -> list[str]:
+        """Update every component with lr_mult > 0; returns the parameter names touched."""
+        b1, b2 = self.betas
+        touched = set()
+        for i in np.flatnonzero(np.asarray(lr_mult) > 0):
+            comp = self.table[int(i)]
+            st = self.state.get(int(i))
+            if st is None:
+                st = {"t": 0, "m": [None] * len(comp.params), "v": [None] * len(comp.params)}
+                self.state[int(i)] = st
+            st["t"] += 1
+            st["last"] = step
+            lr = self.lr * float(lr_mult[i])
+            bc1, bc2 = 1 - b1 ** st["t"], 1 - b2 ** st["t"]
+            for j, ref in enumerate(comp.params):
+                p, g = params[ref.name], grads.get(ref.name)
+                if g is None:
+                    raise RuntimeError(f"component {comp.name!r} selected but {ref.name!r} has no gradient")
+                idx = ref.index(p.ndim)
+                g = g[idx]
+                if st["m"][j] is None:
+                    st["m"][j], st["v"][j] = g * 0, g * 0
+                m, v = st["m"][j], st["v"][j]
+                m *= b1
+                m += (1 - b1) * g
+                v *= b2
+                v += (1 - b2) * (g * g)
+                view = p[idx]
+                view *= 1 - lr * self.wd
+                view -= lr * (m / bc1) / ((v / bc2) ** 0.5 + self.eps)
+                if ref.dim is not None:  # numpy basic slices are views; torch too. Be explicit.
+                    p[idx] = view
+                touched.add(ref.name)
+        self._evict(step)
+        return sorted(touched)
+
+    def _evict(self, step: int) -> None:
+        cold = [i for i, s in self.state.items() if step - s["last"] >= self.evict_after]
+        for i in cold:
+            del self.state[i]
+        self.evictions += len(cold)
+        if self.max_state is not None and len(self.state) > self.max_state:
+            by_age = sorted(self.state, key=lambda i: self.state[i]["last"])
+            for i in by_age[: len(self.state) - self.max_state]:
+                del self.state[i]
+                self.evictions += 1
+
+    def state_numel(self) -> int:
+        return sum(int(np.prod(a.shape)) for s in self.state.values() for a in s["m"] + s["v"]
+                   if a is not None)

@@ -1,0 +1,221 @@
+"""Partition a torch model into RGFT components (layer / block / head / lora granularity).
+
+Transformer families (BERT-like, Llama-like, GPT-2) are found by structure (`layouts.py`); any
+other module is split by its children, with Sequential/ModuleList containers expanded one level
+(CNN stages, custom layer stacks). Depth is the order in which components first run in a sample
+forward pass; FLOPs come from `torch.utils.flop_counter` on that same pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..components import GRANULARITIES, Component, ComponentTable, HookSpec, ParamRef
+from .flops import profile_forward
+from .layouts import Layout, _get, find_layout, head_counts
+
+
+@dataclass
+class _Group:
+    name: str
+    kind: str
+    params: list[ParamRef]
+    modules: list[str]  # modules whose forward work belongs to the group (anchor: first to run)
+    hook: HookSpec | None
+    share: float = 1.0  # fraction of the modules' FLOPs owned by this group (heads split them)
+    wgrad_modules: list[str] = field(default_factory=list)
+
+
+def _own(model: nn.Module, prefix: str, trainable: dict[str, torch.Tensor]) -> list[ParamRef]:
+    pre = prefix + "." if prefix else ""
+    return [ParamRef(n) for n in trainable if n.startswith(pre)]
+
+
+def _layer_groups(model, lay: Layout, list_name: str, layers: nn.ModuleList, granularity: str,
+                  trainable: dict[str, torch.Tensor]) -> list[_Group]:
+    groups: list[_Group] = []
+    for i, _layer in enumerate(layers):
+        pre = f"{list_name}.{i}"
+        attn_mods = [f"{pre}.{m}" for m in lay.attention]
+        ffn_mods = [f"{pre}.{m}" for m in lay.ffn]
+        attn_params = [p for m in attn_mods for p in _own(model, m, trainable)]
+        ffn_params = [p for m in ffn_mods for p in _own(model, m, trainable)]
+        rest = [p for p in _own(model, pre, trainable) if p not in attn_params + ffn_params]
+        ffn_params += rest  # anything else in the layer rides with the FFN block
+        if granularity == "layer":
+            groups.append(_Group(f"layer.{i}", "layer", attn_params + ffn_params,
+                                 attn_mods + ffn_mods, HookSpec(pre)))
+            continue
+        if granularity == "block":
+            groups.append(_Group(f"layer.{i}.attention", "attention", attn_params, attn_mods,
+                                 HookSpec(f"{pre}.{lay.attn_hook}")))
+        else:  # head
+            groups += _head_groups(model, lay, pre, i, attn_params, attn_mods, trainable)
+        groups.append(_Group(f"layer.{i}.ffn", "ffn", ffn_params, ffn_mods,
+                             HookSpec(f"{pre}.{lay.ffn_hook}")))
+    return [g for g in groups if g.params]
+
+
+def _head_groups(model, lay: Layout, pre: str, i: int, attn_params: list[ParamRef],
+                 attn_mods: list[str], trainable) -> list[_Group]:
+    heads, kv = head_counts(model, lay)
+    n = kv  # one component per key/value group (= per head when heads == kv)
+    per_head: list[list[ParamRef]] = [[] for _ in range(n)]
+    split = set()
+    for proj in lay.q + (lay.o,):
+        mod = model.get_submodule(f"{pre}.{proj.path}")
+        for pname, tensor in (("weight", mod.weight), ("bias", getattr(mod, "bias", None))):
+            full = f"{pre}.{proj.path}.{pname}"
+            if tensor is None or full not in trainable or (pname == "bias" and not proj.bias_split):
+                continue
+            dim = proj.weight_dim if pname == "weight" else 0
+            seg = tensor.shape[dim] // proj.fused
+            span = seg // n
+            if span * n != seg:
+                raise ValueError(f"{full}: {seg} features do not split into {n} head groups")
+            for g in range(n):
+                for s in range(proj.fused):
+                    a = s * seg + g * span
+                    per_head[g].append(ParamRef(full, dim, a, a + span))
+            split.add(full)
+    o_mod = model.get_submodule(f"{pre}.{lay.o.path}")
+    in_feats = o_mod.weight.shape[lay.o.weight_dim]
+    span = in_feats // n
+    label = "head" if n == heads else "kv_group"
+    groups = [
+        _Group(f"layer.{i}.{label}.{g}", "head", per_head[g], attn_mods,
+               HookSpec(f"{pre}.{lay.o.path}", "input", g * span, (g + 1) * span), share=1.0 / n,
+               wgrad_modules=[f"{pre}.{p.path}" for p in lay.q + (lay.o,)])
+        for g in range(n)
+    ]
+    rest = [p for p in attn_params if p.name not in split]
+    groups.append(_Group(f"layer.{i}.attn_out", "norm", rest, attn_mods,
+                         HookSpec(f"{pre}.{lay.attn_hook}"), share=0.0))
+    return groups
+
+
+def _contains(module: nn.Module, target: nn.Module) -> bool:
+    return any(m is target for m in module.modules())
+
+
+def _unit_groups(model: nn.Module, skip: nn.Module | None, taken: set[str],
+                 trainable: dict[str, torch.Tensor]) -> list[_Group]:
+    """Generic split by child modules; containers expand one level; `skip` (a layer list) is done."""
+    units: list[str] = []
+
+    def walk(mod: nn.Module, prefix: str) -> None:
+        for name, child in mod.named_children():
+            path = f"{prefix}{name}"
+            if child is skip:
+                continue
+            if skip is not None and _contains(child, skip):
+                walk(child, path + ".")
+            elif isinstance(child, (nn.Sequential, nn.ModuleList)) and len(child) > 1:
+                units.extend(f"{path}.{j}" for j in range(len(child)))
+            else:
+                units.append(path)
+
+    walk(model, "")
+    groups = []
+    for u in units:
+        params = [p for p in _own(model, u, trainable) if p.name not in taken]
+        if params:
+            groups.append(_Group(u, _unit_kind(model.get_submodule(u), u), params, [u], HookSpec(u)))
+    root_own = [ParamRef(n) for n, _ in model.named_parameters(recurse=False) if n in trainable]
+    if root_own:
+        groups.append(_Group("root", "module", root_own, [], None))
+    return groups
+
+
+def _unit_kind(mod: nn.Module, path: str) -> str:
+    if any(isinstance(m, nn.Embedding) for m in mod.modules()):
+        return "embedding"
+    if "pooler" in path or path.split(".")[-1] in ("classifier", "score", "lm_head", "fc", "head"):
+        return "classifier"
+    if "norm" in type(mod).__name__.lower() or "norm" in path.split(".")[-1].lower():
+        return "norm"
+    return "module"
+
+
+def _lora_groups(model: nn.Module, trainable) -> tuple[list[_Group], set[str]]:
+    groups, taken = [], set()
+    for path, mod in model.named_modules():
+        if not isinstance(getattr(mod, "lora_A", None), nn.ModuleDict) or not len(mod.lora_A):
+            continue
+        adapter = next(iter(mod.lora_A.keys()))
+        params = [ParamRef(n) for n in trainable if n.startswith(path + ".lora_")]
+        if not params:
+            continue
+        taken.update(p.name for p in params)
+        groups.append(_Group(f"lora.{path}", "lora", params, [path],
+                             HookSpec(f"{path}.lora_B.{adapter}"),
+                             wgrad_modules=[f"{path}.lora_A.{adapter}", f"{path}.lora_B.{adapter}"]))
+    if not groups:
+        raise ValueError("granularity 'lora' needs a model with LoRA adapters (peft); none found")
+    return groups, taken
+
+
+def build_component_table(model: nn.Module, granularity: str = "layer",
+                          example_inputs: Any = None) -> ComponentTable:
+    """Component table over the model's trainable (requires_grad) parameters.
+
+    `example_inputs` (a dict of keyword tensors, a tensor, or a tuple) runs one forward pass to
+    order components and estimate FLOPs per sample; without it depths follow registration order
+    and FLOPs are zero.
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"unknown granularity {granularity!r}; choose one of {GRANULARITIES}")
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if not trainable:
+        raise ValueError("the model has no trainable parameters")
+    found = find_layout(model)
+    groups: list[_Group] = []
+    taken: set[str] = set()
+    if granularity == "lora":
+        groups, taken = _lora_groups(model, trainable)
+    elif found is None and granularity == "head":
+        raise ValueError("granularity 'head' needs a known transformer family (BERT, Llama, GPT-2)")
+    elif found is not None:
+        lay, list_name, layers = found
+        groups = _layer_groups(model, lay, list_name, layers, granularity, trainable)
+        taken = {p.name for g in groups for p in g.params}
+    skip = found[2] if (found is not None and granularity != "lora") else None
+    groups += _unit_groups(model, skip, taken, trainable)
+
+    prof = profile_forward(model, example_inputs, [m for g in groups for m in g.modules + g.wgrad_modules])
+    order = {id(g): (min((prof.first_call.get(m, 1 << 30) for m in g.modules), default=1 << 30), k)
+             for k, g in enumerate(groups)}
+    groups.sort(key=lambda g: order[id(g)])
+    anchors = sorted({order[id(g)][0] for g in groups})
+    rank = {a: d for d, a in enumerate(anchors)}
+    shapes = {n: tuple(p.shape) for n, p in trainable.items()}
+    comps, tracked = [], 0.0
+    for g in groups:
+        fwd = g.share * sum(prof.flops.get(m, 0.0) for m in g.modules)
+        wmods = g.wgrad_modules or _param_modules(g)
+        wgrad = g.share * sum(prof.flops.get(m, 0.0) for m in wmods)
+        tracked += fwd
+        comps.append(Component(
+            name=g.name, kind=g.kind, depth=rank[order[id(g)][0]], params=g.params,
+            num_params=sum(p.numel(shapes[p.name]) for p in g.params), hook=g.hook,
+            fwd_flops=fwd, wgrad_flops=wgrad, igrad_flops=fwd))
+    if comps and not any(c.kind == "classifier" for c in comps) and comps[-1].kind == "module":
+        last = model.get_submodule(groups[-1].modules[0]) if groups[-1].modules else None
+        if last is not None and any(isinstance(m, nn.Linear) for m in last.modules()):
+            comps[-1].kind = "classifier"  # generic models: the last linear unit is the task head
+    # A module listed by several groups (heads share attention) is counted once via `share`.
+    notes = {"family": found[0].family if found else "generic",
+             "untracked_fwd_flops": max(0.0, prof.total - tracked),
+             "flops_per": "sample", "flops_note": "igrad approximated by forward FLOPs"}
+    table = ComponentTable(comps, granularity, notes)
+    table.check_coverage(shapes)
+    return table
+
+
+def _param_modules(g: _Group) -> list[str]:
+    """Modules that directly own the group's parameters (their FLOPs are weight-gradient work)."""
+    return sorted({p.name.rsplit(".", 1)[0] for p in g.params})
