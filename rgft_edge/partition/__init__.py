@@ -98,21 +98,16 @@ def _head_groups(model, lay: Layout, pre: str, i: int, attn_params: list[ParamRe
     return groups
 
 
-def _contains(module: nn.Module, target: nn.Module) -> bool:
-    return any(m is target for m in module.modules())
-
-
-def _unit_groups(model: nn.Module, skip: nn.Module | None, taken: set[str],
-                 trainable: dict[str, torch.Tensor]) -> list[_Group]:
-    """Generic split by child modules; containers expand one level; `skip` (a layer list) is done."""
+def _unit_groups(model: nn.Module, taken: set[str], trainable: dict[str, torch.Tensor]) -> list[_Group]:
+    """Generic split: the largest sub-modules holding no parameter already taken by a layer or LoRA
+    component; Sequential/ModuleList containers expand one level (CNN stages, layer stacks)."""
     units: list[str] = []
 
     def walk(mod: nn.Module, prefix: str) -> None:
         for name, child in mod.named_children():
             path = f"{prefix}{name}"
-            if child is skip:
-                continue
-            if skip is not None and _contains(child, skip):
+            names = {f"{path}.{n}" for n, _ in child.named_parameters()}
+            if names & taken:
                 walk(child, path + ".")
             elif isinstance(child, (nn.Sequential, nn.ModuleList)) and len(child) > 1:
                 units.extend(f"{path}.{j}" for j in range(len(child)))
@@ -183,8 +178,7 @@ def build_component_table(model: nn.Module, granularity: str = "layer",
         lay, list_name, layers = found
         groups = _layer_groups(model, lay, list_name, layers, granularity, trainable)
         taken = {p.name for g in groups for p in g.params}
-    skip = found[2] if (found is not None and granularity != "lora") else None
-    groups += _unit_groups(model, skip, taken, trainable)
+    groups += _unit_groups(model, taken, trainable)
 
     prof = profile_forward(model, example_inputs, [m for g in groups for m in g.modules + g.wgrad_modules])
     order = {id(g): (min((prof.first_call.get(m, 1 << 30) for m in g.modules), default=1 << 30), k)

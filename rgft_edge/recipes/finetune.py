@@ -60,6 +60,19 @@ def load_classifier(model_dir: str, label_names: list[str]):
     return model
 
 
+def freeze_embeddings(model) -> None:
+    """Freeze the input embedding block (lookup tables and their norm): on MiniLM that is half the
+    parameters, and training it forces every backward pass down to the bottom of the network."""
+    import torch
+
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, torch.nn.Embedding):
+            mod.requires_grad_(False)
+            parent = name.rsplit(".", 1)[0] if "." in name else ""
+            if parent and "embed" in parent.rsplit(".", 1)[-1].lower():  # e.g. bert.embeddings
+                model.get_submodule(parent).requires_grad_(False)
+
+
 def _environment(cfg: FinetuneConfig) -> dict:
     import torch
     import transformers
@@ -99,9 +112,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict:
     model_dir = cfg.model or default_model_dir()
     model = load_classifier(model_dir, data.label_names)
     if not cfg.train_embeddings:
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.Embedding):
-                mod.weight.requires_grad_(False)
+        freeze_embeddings(model)
     encoder = TextEncoder(model_dir, cfg.max_length)
     example = {k: torch.as_tensor(v) for k, v in encoder.encode(train_ds.texts[:4]).items()}
     table = build_component_table(model, cfg.granularity, example)

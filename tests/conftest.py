@@ -1,0 +1,115 @@
+"""Tiny random-init models of several families, so nothing is tuned to one architecture."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(1)
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [
+    w for w in "good bad great awful movie film fun dull love hate plot actor story boring fine "
+    "excellent terrible the a is was not very".split()]
+
+
+def tiny_bert(num_labels: int = 2, layers: int = 2, seed: int = 0):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=layers,
+                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                     num_labels=num_labels, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return BertForSequenceClassification(cfg)
+
+
+def tiny_llama(num_labels: int = 2, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+                      max_position_embeddings=64, num_labels=num_labels, pad_token_id=0)
+    return LlamaForSequenceClassification(cfg)
+
+
+def tiny_gpt2(seed: int = 0):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=len(VOCAB), n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                     bos_token_id=2, eos_token_id=3)
+    return GPT2LMHeadModel(cfg)
+
+
+class TinyCNN(nn.Module):
+    def __init__(self, classes: int = 3):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.stages = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                                    nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.stages(self.stem(x))).flatten(1))
+
+
+def tiny_cnn(seed: int = 0):
+    torch.manual_seed(seed)
+    return TinyCNN()
+
+
+def text_batch(n: int = 4, t: int = 12, seed: int = 0, labels: int = 2):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, len(VOCAB), (n, t), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+            "labels": torch.randint(0, labels, (n,), generator=g)}
+
+
+def save_tiny_model_dir(path: Path, num_labels: int = 2) -> Path:
+    """A loadable HF model directory with a real tokenizer.json (WordPiece over VOCAB)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    model = tiny_bert(num_labels)
+    model.save_pretrained(path)
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps({"pad_token": "[PAD]"}))
+    return path
+
+
+def write_sentiment_csv(path: Path, n: int = 120, seed: int = 0) -> Path:
+    import csv
+    import random
+
+    rnd = random.Random(seed)
+    pos, neg = ["good", "great", "fun", "love", "excellent", "fine"], ["bad", "awful", "dull", "hate", "boring", "terrible"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["review", "sentiment"])
+        for i in range(n):
+            lab = i % 2
+            words = rnd.sample(pos if lab else neg, 3) + rnd.sample(["movie", "film", "plot", "the", "story"], 2)
+            rnd.shuffle(words)
+            w.writerow([" ".join(words), "pos" if lab else "neg"])
+    return path
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path):
+    return save_tiny_model_dir(tmp_path / "tiny-bert")
+
+
+@pytest.fixture
+def sentiment_csv(tmp_path):
+    return write_sentiment_csv(tmp_path / "reviews.csv")
