@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import typing
 
 from .config import FinetuneConfig
 from .errors import UserError
+from .quiet import quiet_third_party
 
 HELP = {
     "model": "HF model directory (default: the shipped all-MiniLM-L6-v2)",
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    quiet_third_party()
     args = build_parser().parse_args(argv)
     try:
         if args.command == "finetune":
