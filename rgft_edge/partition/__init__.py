@@ -187,16 +187,17 @@ def build_component_table(model: nn.Module, granularity: str = "layer",
     anchors = sorted({order[id(g)][0] for g in groups})
     rank = {a: d for d, a in enumerate(anchors)}
     shapes = {n: tuple(p.shape) for n, p in trainable.items()}
+    depth_of = {id(g): rank[order[id(g)][0]] for g in groups}
+    igrad = _input_grad_flops(groups, depth_of, prof)
     comps, tracked = [], 0.0
     for g in groups:
         fwd = g.share * sum(prof.flops.get(m, 0.0) for m in g.modules)
-        wmods = g.wgrad_modules or _param_modules(g)
-        wgrad = g.share * sum(prof.flops.get(m, 0.0) for m in wmods)
+        wgrad = g.share * sum(prof.flops.get(m, 0.0) for m in g.wgrad_modules or _param_modules(g))
         tracked += fwd
         comps.append(Component(
-            name=g.name, kind=g.kind, depth=rank[order[id(g)][0]], params=g.params,
+            name=g.name, kind=g.kind, depth=depth_of[id(g)], params=g.params,
             num_params=sum(p.numel(shapes[p.name]) for p in g.params), hook=g.hook,
-            fwd_flops=fwd, wgrad_flops=wgrad, igrad_flops=fwd))
+            fwd_flops=fwd, wgrad_flops=wgrad, igrad_flops=igrad[id(g)]))
     if comps and not any(c.kind == "classifier" for c in comps) and comps[-1].kind == "module":
         last = model.get_submodule(groups[-1].modules[0]) if groups[-1].modules else None
         if last is not None and any(isinstance(m, nn.Linear) for m in last.modules()):
@@ -204,10 +205,37 @@ def build_component_table(model: nn.Module, granularity: str = "layer",
     # A module listed by several groups (heads share attention) is counted once via `share`.
     notes = {"family": found[0].family if found else "generic",
              "untracked_fwd_flops": max(0.0, prof.total - tracked),
-             "flops_per": "sample", "flops_note": "igrad approximated by forward FLOPs"}
+             "flops_per": "sample",
+             "flops_note": "igrad_k: forward FLOPs of everything run after the component below k "
+                           "ended, up to the end of k (backprop passes through it when k is above "
+                           "the cut); attention-core matmuls count only where the FLOP counter sees them"}
     table = ComponentTable(comps, granularity, notes)
     table.check_coverage(shapes)
     return table
+
+
+def _input_grad_flops(groups: list[_Group], depth_of: dict[int, int], prof) -> dict[int, float]:
+    """Input-gradient work per group: the forward FLOPs of its backprop segment, so frozen layers
+    between components (FFN under a q/v-only LoRA, say) are priced where backprop crosses them."""
+    def end(g: _Group) -> int:
+        mods = g.modules + g.wgrad_modules + _param_modules(g)
+        calls = [o for m, o in prof.first_call.items()
+                 if any(m == x or m.startswith(x + ".") for x in mods)]
+        return max(calls, default=-1)
+
+    by_depth: dict[int, list[_Group]] = {}
+    for g in groups:
+        by_depth.setdefault(depth_of[id(g)], []).append(g)
+    out, prev_end = {}, -1
+    for d in sorted(by_depth):
+        members = by_depth[d]
+        last = max(end(g) for g in members)
+        seg = prof.segment_flops(prev_end, last) if last > prev_end else 0.0
+        weight = sum(g.share for g in members) or 1.0
+        for g in members:
+            out[id(g)] = seg * g.share / weight
+        prev_end = max(prev_end, last)
+    return out
 
 
 def _param_modules(g: _Group) -> list[str]:

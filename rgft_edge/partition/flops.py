@@ -15,6 +15,12 @@ class ForwardProfile:
     first_call: dict[str, int]  # module path -> order of its first forward call
     flops: dict[str, float]  # module path -> forward FLOPs (inclusive of sub-modules) per sample
     total: float
+    exclusive: dict[str, float] = None  # module path -> FLOPs of its own ops (children excluded)
+
+    def segment_flops(self, start: int, end: int) -> float:
+        """Forward FLOPs of every module whose first call lies in (start, end]."""
+        return sum(f for m, f in (self.exclusive or {}).items()
+                   if start < self.first_call.get(m, -1) <= end)
 
 
 def _batch_size(inputs: Any) -> int:
@@ -37,13 +43,11 @@ def call_model(model: nn.Module, inputs: Any):
 def profile_forward(model: nn.Module, inputs: Any, paths: Iterable[str]) -> ForwardProfile:
     paths = sorted(set(paths))
     if inputs is None:
-        return ForwardProfile({p: i for i, p in enumerate(paths)}, {}, 0.0)
+        return ForwardProfile({p: i for i, p in enumerate(paths)}, {}, 0.0, {})
     order: dict[str, int] = {}
     handles = []
-    for p in paths:
-        try:
-            mod = model.get_submodule(p)
-        except AttributeError:
+    for p, mod in model.named_modules():
+        if not p:
             continue
 
         def pre_hook(_m, _a, _p=p):
@@ -65,4 +69,13 @@ def profile_forward(model: nn.Module, inputs: Any, paths: Iterable[str]) -> Forw
         path = key.split(".", 1)[1] if "." in key else ("" if key != "Global" else "Global")
         flops[path] = sum(ops.values()) / n
     total = flops.pop("Global", 0.0)
-    return ForwardProfile(order, flops, total)
+    flops.pop("", None)
+    exclusive = dict(flops)
+    for path, f in flops.items():
+        parent = path
+        while "." in parent:  # nearest called ancestor (ModuleLists are never called themselves)
+            parent = parent.rsplit(".", 1)[0]
+            if parent in exclusive:
+                exclusive[parent] -= f
+                break
+    return ForwardProfile(order, flops, total, {k: max(0.0, v) for k, v in exclusive.items()})

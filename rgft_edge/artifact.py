@@ -1,0 +1,133 @@
+"""Artifact directories: the manifest, and a loader that trusts nothing it reads.
+
+An artifact is what the host compiler writes and a device trains: `manifest.json` plus the files it
+lists, each with its sha256 and size. Plain Python (no torch) so every runner can validate before
+it touches a backend. Every refusal names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .components import ComponentTable
+from .errors import UserError
+
+SCHEMA = "rgft-edge/artifact"
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+BACKENDS = ("torch", "executorch", "onnxruntime")
+
+
+class ArtifactError(UserError):
+    """An artifact directory that is missing, incomplete, tampered with or of another schema."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def safe_relpath(name: str) -> PurePosixPath:
+    """A manifest file name must stay inside the artifact directory."""
+    p = PurePosixPath(name)
+    if not name or p.is_absolute() or ".." in p.parts or "\\" in name or name.startswith("~"):
+        raise ArtifactError(f"{MANIFEST}: file name {name!r} escapes the artifact directory")
+    return p
+
+
+@dataclass
+class Artifact:
+    root: Path
+    manifest: dict
+
+    @property
+    def backend(self) -> str:
+        return self.manifest["backend"]
+
+    @property
+    def table(self) -> ComponentTable:
+        return ComponentTable.from_dict(self.manifest["components"])
+
+    def path(self, name: str) -> Path:
+        if name not in self.manifest["files"]:
+            raise ArtifactError(f"{name}: not listed in {MANIFEST}")
+        return self.root / safe_relpath(name)
+
+    @property
+    def programs(self) -> list[dict]:
+        return self.manifest.get("programs", [])
+
+
+def write_manifest(root: Path, manifest: dict) -> Path:
+    """Hash every file under root (except the manifest) into manifest['files'] and write it."""
+    files = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            rel = p.relative_to(root).as_posix()
+            files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
+    manifest = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **manifest, "files": files}
+    tmp = root / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, root / MANIFEST)
+    return root / MANIFEST
+
+
+REQUIRED = ("backend", "components", "trainable", "input_spec", "files", "source_model")
+
+
+def load_artifact(root: str | os.PathLike, verify_hashes: bool = True,
+                  allow_extra_files: bool = False) -> Artifact:
+    root = Path(root)
+    if not root.is_dir():
+        raise ArtifactError(f"{root}: artifact directory not found")
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise ArtifactError(f"{mpath}: missing (not an rgft-edge artifact directory?)")
+    if mpath.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ArtifactError(f"{mpath}: {mpath.stat().st_size} bytes, larger than any real manifest")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{mpath}: not valid JSON ({e})") from e
+    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
+        raise ArtifactError(f"{mpath}: not an rgft-edge manifest (schema {manifest.get('schema') if isinstance(manifest, dict) else None!r})")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ArtifactError(f"{mpath}: schema version {version!r}, this rgft-edge reads version "
+                            f"{SCHEMA_VERSION}; recompile the artifact with a matching rgft-edge")
+    missing = [k for k in REQUIRED if k not in manifest]
+    if missing:
+        raise ArtifactError(f"{mpath}: missing field(s) {missing}")
+    if manifest["backend"] not in BACKENDS:
+        raise ArtifactError(f"{mpath}: unknown backend {manifest['backend']!r}")
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        raise ArtifactError(f"{mpath}: 'files' must map names to sha256 and size")
+    for name, meta in files.items():
+        rel = safe_relpath(name)
+        p = root / rel
+        if not p.is_file() or p.is_symlink():
+            raise ArtifactError(f"{p}: listed in the manifest but missing (or not a regular file)")
+        size = p.stat().st_size
+        if not isinstance(meta, dict) or size != meta.get("size"):
+            raise ArtifactError(f"{p}: size {size} bytes, manifest says {meta.get('size') if isinstance(meta, dict) else meta} (truncated or replaced)")
+        if verify_hashes and sha256_file(p) != meta.get("sha256"):
+            raise ArtifactError(f"{p}: sha256 does not match the manifest (corrupted or tampered)")
+    if not allow_extra_files:
+        for p in sorted(root.rglob("*")):
+            rel = p.relative_to(root).as_posix()
+            if p.is_file() and rel != MANIFEST and rel not in files:
+                raise ArtifactError(f"{p}: unexpected file not listed in the manifest")
+    try:
+        ComponentTable.from_dict(manifest["components"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{mpath}: malformed component table ({e})") from e
+    return Artifact(root, manifest)
