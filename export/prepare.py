@@ -36,6 +36,7 @@ class PrepareOptions:
     granularity: str | None = None  # default: lora for LoRA adapters, block for full
     max_length: int = 64
     batch_size: int = 16
+    seed: int = 0  # initialises the new head and LoRA A matrices reproducibly
 
 
 @dataclass
@@ -122,6 +123,7 @@ def prepare(model_dir: str, opts: PrepareOptions) -> PreparedModel:
     if opts.quantize == "int8" and opts.adapter == "full":
         raise UserError("--quantize int8 quantizes the frozen base; with --adapter full the "
                         "weights are trained, so use --quantize none (or --adapter lora)")
+    torch.manual_seed(opts.seed)
     model = load_hf(model_dir, opts.task, opts.labels)
     found = find_layout(model)
     family = found[0].family if found else "generic"

@@ -1,0 +1,84 @@
+"""Rebuild a `torch` artifact on a device that has torch (+ transformers, peft, torchao).
+
+The model is built from the manifest's config (no hub, no pickles), LoRA is re-attached with the
+manifest's settings, int8 weights are rebuilt as torchao Int8Tensors straight from the stored int8
+data and scales (bit-identical, never re-quantized), and every other tensor comes from safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+import torch.nn as nn
+from safetensors import safe_open
+from safetensors.numpy import load_file
+
+from rgft_edge.artifact import Artifact, ArtifactError
+from rgft_edge.quiet import quiet_third_party
+
+HEAD_NAMES = ("classifier", "score")
+
+
+def build_model(artifact: Artifact) -> nn.Module:
+    quiet_third_party()
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    m = artifact.manifest
+    cfg_dict = dict(m["source_model"]["config"])
+    model_type = cfg_dict.pop("model_type", None)
+    if model_type is None:
+        raise ArtifactError(f"{artifact.root}/manifest.json: source_model.config has no model_type")
+    config = AutoConfig.for_model(model_type, **cfg_dict)
+    config._attn_implementation = "eager"
+    cls = AutoModelForCausalLM if m["source_model"]["task"] == "causal-lm" else AutoModelForSequenceClassification
+    torch.manual_seed(0)
+    model = cls.from_config(config)
+    adapter = m.get("adapter", {"kind": "full"})
+    if adapter["kind"] == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        heads = [n for n in HEAD_NAMES if hasattr(model, n)]
+        model = get_peft_model(model, LoraConfig(r=adapter["r"], lora_alpha=adapter["alpha"],
+                                                 lora_dropout=0.0, target_modules=adapter["targets"],
+                                                 modules_to_save=heads or None))
+    _load_weights(model, artifact)
+    trainable = set(m["trainable"])
+    for name, p in model.named_parameters():
+        if not _is_int8(p):
+            p.requires_grad_(name in trainable)
+    return model
+
+
+def _is_int8(p) -> bool:
+    return hasattr(p, "qdata")
+
+
+def _load_weights(model: nn.Module, artifact: Artifact) -> None:
+    named = dict(model.named_parameters())
+    frozen_path = artifact.path("weights/frozen.safetensors")
+    with safe_open(str(frozen_path), framework="numpy") as f:
+        meta = json.loads((f.metadata() or {}).get("int8", "{}"))
+    tensors = {**load_file(str(frozen_path)), **load_file(str(artifact.path("weights/trainable.safetensors")))}
+    if meta:
+        from torchao.quantization.quantize_.workflows.int8.int8_tensor import Int8Tensor
+    for name, info in meta.items():
+        if name not in named:
+            raise ArtifactError(f"{frozen_path}: int8 weight {name!r} has no place in the model")
+        zp = tensors.get(f"{name}::zero_point")
+        q = Int8Tensor(torch.from_numpy(tensors[f"{name}::qdata"]), torch.from_numpy(tensors[f"{name}::scale"]),
+                       info["block_size"], torch.float32, None if zp is None else torch.from_numpy(zp))
+        owner, attr = name.rsplit(".", 1)
+        setattr(model.get_submodule(owner), attr, nn.Parameter(q, requires_grad=False))
+    for name, p in model.named_parameters():
+        if name in meta:
+            continue
+        if name not in tensors:
+            raise ArtifactError(f"{artifact.root}/weights: no tensor for parameter {name!r}")
+        arr = tensors[name]
+        if tuple(arr.shape) != tuple(p.shape):
+            raise ArtifactError(f"{artifact.root}/weights: {name!r} has shape {arr.shape}, "
+                                f"the model expects {tuple(p.shape)}")
+        with torch.no_grad():
+            p.copy_(torch.from_numpy(np.ascontiguousarray(arr)))
