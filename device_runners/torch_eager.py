@@ -55,6 +55,7 @@ def _first_tensor(x: Any) -> torch.Tensor | None:
 
 class TorchEagerBackend:
     name = "torch"
+    eval_batch_size = 64  # no fixed shapes in eager mode: bigger batches evaluate faster
 
     def __init__(self, model: nn.Module, table: ComponentTable, loss_fn: LossFn = classification_loss):
         self.model, self.table, self.loss_fn = model, table, loss_fn

@@ -16,7 +16,8 @@ from .errors import ModelError
 
 class TextEncoder:
     def __init__(self, tokenizer_dir: str | Path, max_length: int = 64,
-                 input_names: Sequence[str] = ("input_ids", "attention_mask", "token_type_ids")):
+                 input_names: Sequence[str] = ("input_ids", "attention_mask", "token_type_ids"),
+                 pad_to_max: bool = False):
         from tokenizers import Tokenizer
 
         path = Path(tokenizer_dir) / "tokenizer.json"
@@ -25,6 +26,7 @@ class TextEncoder:
         self.tok = Tokenizer.from_file(str(path))
         self.max_length = max_length
         self.input_names = tuple(input_names)
+        self.pad_to_max = pad_to_max  # exported programs have a fixed sequence length
         cfg_path = Path(tokenizer_dir) / "tokenizer_config.json"
         cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
         pad = cfg.get("pad_token")
@@ -37,7 +39,7 @@ class TextEncoder:
 
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         encs = self.tok.encode_batch(list(texts))
-        width = max(1, max(len(e.ids) for e in encs))
+        width = self.max_length if self.pad_to_max else max(1, max(len(e.ids) for e in encs))
         ids = np.full((len(encs), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(encs), width), dtype=np.int64)
         types = np.zeros((len(encs), width), dtype=np.int64)
@@ -49,12 +51,15 @@ class TextEncoder:
 
 
 def batches(encoder: TextEncoder, texts: Sequence[str], labels: Sequence[int] | None,
-            batch_size: int, seed: int | None = None, epochs: int = 1) -> Iterator[dict]:
-    """Batches over `epochs` passes; a seed shuffles each pass (epoch e uses seed + e)."""
+            batch_size: int, seed: int | None = None, epochs: int = 1,
+            drop_last: bool = False) -> Iterator[dict]:
+    """Batches over `epochs` passes; a seed shuffles each pass (epoch e uses seed + e).
+    `drop_last` keeps every batch full (exported programs with a fixed batch size)."""
     n = len(texts)
+    stop = n - n % batch_size if drop_last else n
     for e in range(epochs):
         order = np.arange(n) if seed is None else np.random.default_rng(seed + e).permutation(n)
-        for a in range(0, n, batch_size):
+        for a in range(0, stop, batch_size):
             idx = order[a:a + batch_size]
             batch = encoder.encode([texts[i] for i in idx])
             if labels is not None:

@@ -1,0 +1,131 @@
+"""One training session, whatever the backend: data splits, the loop, evaluation, run directory.
+
+`rgft-edge finetune` (eager torch on an HF model) and `rgft-edge train` (a compiled artifact on a
+device) both end here, so their run directories and summaries are the same. No torch import: the
+ONNX Runtime runner uses this on devices without torch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .backend import Backend
+from .config import FinetuneConfig
+from .costs import CostModel
+from .data import TextDataset, load_dataset, split
+from .error_map import ErrorMap
+from .errors import UserError
+from .loop import LoopSettings, train
+from .optim import ComponentAdamW
+from .policies import make_policy
+from .progress import StepProgress
+from .rundir import RunWriter
+from .text import TextEncoder, batches
+
+
+def load_splits(cfg: FinetuneConfig, labels: list[str] | None = None) -> tuple[TextDataset, TextDataset, TextDataset]:
+    """(full dataset, train split, held-out split) as the config asks."""
+    builtin = cfg.data in ("rotten-tomatoes", "bbc-news")
+    kwargs = {} if builtin else dict(text_column=cfg.text_column, label_column=cfg.label_column,
+                                     on_bad_row=cfg.on_bad_row, labels=labels)
+    data = load_dataset(cfg.data, **kwargs)
+    if labels is not None and data.label_names != labels:
+        raise UserError(f"{cfg.data}: labels {data.label_names} do not match the model's {labels}")
+    eval_n = min(cfg.eval_examples, max(1, len(data) // 5))
+    train_ds, test_ds = split(data, eval_n, cfg.seed, cfg.max_train_examples)
+    return data, train_ds, test_ds
+
+
+def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, data: TextDataset,
+                train_ds: TextDataset, test_ds: TextDataset, meta: dict, progress: bool = True,
+                drop_last: bool = False) -> dict:
+    t_start = time.perf_counter()
+    table = backend.table
+    cost = CostModel(table, cfg.batch_size)
+    try:
+        policy = make_policy(cfg.policy, table, top_p=cfg.top_p, budget=cfg.budget, seed=cfg.seed)
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    error_map = ErrorMap(len(table), cfg.beta, cfg.max_staleness)
+    optimizer = ComponentAdamW(table, cfg.lr, weight_decay=cfg.weight_decay, evict_after=cfg.evict_after)
+
+    out = Path(cfg.out or f"runs/{Path(cfg.data).stem}-{cfg.policy}-{time.strftime('%Y%m%d-%H%M%S')}")
+    writer = RunWriter(out, len(table))
+    writer.write_json("config.json", {
+        "config": cfg.to_dict(), **meta, "backend": backend.name,
+        "environment": {"python": platform.python_version(), "machine": platform.machine(),
+                        "cpu_count": os.cpu_count(), "seed": cfg.seed, **meta.get("environment", {})},
+        "data": {"source": data.source, "train": len(train_ds), "held_out": len(test_ds),
+                 "labels": data.label_names, "skipped_rows": data.skipped_rows}})
+    writer.write_json("components.json", table.to_dict())
+
+    def evaluate(step: int) -> dict:
+        size = getattr(backend, "eval_batch_size", None) or cfg.batch_size
+        m = backend.evaluate(batches(encoder, test_ds.texts, test_ds.labels, size)).metrics
+        writer.log({"type": "eval", "step": step, **m})
+        return m
+
+    n_batches = len(train_ds) // cfg.batch_size if drop_last else math.ceil(len(train_ds) / cfg.batch_size)
+    if n_batches < 1:
+        raise UserError(f"{len(train_ds)} training examples make no full batch of {cfg.batch_size}")
+    total = n_batches * cfg.epochs if cfg.max_steps is None else min(n_batches * cfg.epochs, cfg.max_steps)
+    settings = LoopSettings(cfg.estimator, cfg.p_norm, eval_every=cfg.eval_every, max_steps=total)
+    train_batches = batches(encoder, train_ds.texts, train_ds.labels, cfg.batch_size, cfg.seed,
+                            cfg.epochs, drop_last=drop_last)
+    with StepProgress(total, len(table), enabled=progress) as bar:
+        def on_step(record):
+            writer.log(record)
+            bar.update(record)
+
+        result = train(backend, policy, error_map, optimizer, train_batches, settings, cost=cost,
+                       on_step=on_step, evaluate=evaluate)
+    final = evaluate(result.steps - 1)
+    writer.write_json("eval.json", {"held_out": len(test_ds), **final})
+    writer.save_weights(backend.trainable_state(), {"format": "rgft-edge trainable weights"})
+    writer.close()
+
+    step_times = np.array(result.step_times)
+    summary = {
+        "run_dir": str(out), "backend": backend.name, "policy": cfg.policy,
+        "granularity": table.granularity, "estimator": cfg.estimator, "steps": result.steps,
+        "skipped_steps": result.skipped_steps, "stop_reason": result.stop_reason,
+        "held_out_examples": len(test_ds), "train_examples": len(train_ds),
+        **{f"held_out_{k}": v for k, v in final.items()},
+        "components": len(table), "trainable_params": sum(c.num_params for c in table),
+        "mean_components_updated_per_step": float(np.mean(result.selected_counts)),
+        "mean_params_updated_per_step": float(np.mean(result.params_updated)),
+        "mean_estimated_step_cost_fraction": float(np.nanmean(result.cost_fractions)),
+        "median_step_time_s": float(np.median(step_times)),
+        "tracking_overhead_pct": 100.0 * result.tracking_time_s / max(1e-9, result.total_time_s),
+        "optimizer_state_evictions": optimizer.evictions,
+        "train_time_s": result.total_time_s, "wall_time_s": time.perf_counter() - t_start,
+        **{k: v for k, v in meta.items() if k == "load_time_s"},
+    }
+    writer.write_json("summary.json", summary)
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    acc = s.get("held_out_accuracy")
+    lines = [
+        f"run directory          {s['run_dir']}",
+        f"policy                 {s['policy']} ({s['granularity']} granularity, {s['estimator']} scores, "
+        f"{s['backend']} backend)",
+        f"steps                  {s['steps']} ({s['skipped_steps']} skipped), stop: {s['stop_reason']}",
+        (f"held-out accuracy      {acc:.4f} on {s['held_out_examples']} examples" if acc is not None
+         else f"held-out loss          {s['held_out_loss']:.4f} on {s['held_out_examples']} examples"),
+        f"updated per step       {s['mean_components_updated_per_step']:.2f} of {s['components']} "
+        f"components, {s['mean_params_updated_per_step'] / 1e6:.2f} M of "
+        f"{s['trainable_params'] / 1e6:.2f} M trainable parameters (mean)",
+        f"est. step cost         {s['mean_estimated_step_cost_fraction']:.2f} of a full step (FLOPs model)",
+        f"median step time       {s['median_step_time_s'] * 1000:.0f} ms; error tracking "
+        f"{s['tracking_overhead_pct']:.1f}% of step time",
+        f"time                   {s['train_time_s']:.0f} s training, {s['wall_time_s']:.0f} s total",
+    ]
+    return "\n".join(lines)
