@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 import typing
+from pathlib import Path
 
 from .config import FinetuneConfig
 from .errors import UserError
@@ -30,9 +31,15 @@ def _flag_type(tp):
     return base
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
+# Fields fixed by a compiled artifact (its model, shapes, granularity) are not `train` flags.
+ARTIFACT_FIXED = ("model", "max_length", "granularity", "train_embeddings", "batch_size")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
     hints = typing.get_type_hints(FinetuneConfig)
     for f in dataclasses.fields(FinetuneConfig):
+        if f.name in exclude:
+            continue
         flag = "--" + f.name.replace("_", "-")
         tp = _flag_type(hints[f.name])
         help_ = HELP.get(f.name, "") + f" (default: {f.default})"
@@ -43,7 +50,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(ns: argparse.Namespace) -> FinetuneConfig:
-    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(FinetuneConfig)}
+    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(FinetuneConfig) if hasattr(ns, f.name)}
     if values.get("max_train_examples") == 0:
         values["max_train_examples"] = None
     return FinetuneConfig(**values)
@@ -55,7 +62,106 @@ def build_parser() -> argparse.ArgumentParser:
     ft = sub.add_parser("finetune", help="fine-tune a model with RGFT selection (eager torch)")
     add_config_flags(ft)
     ft.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    co = sub.add_parser("compile", help="host: quantize, add adapters, partition, export an artifact")
+    co.add_argument("--model", default=None, help="HF model directory (default: the shipped MiniLM)")
+    co.add_argument("--backend", choices=("torch", "executorch", "onnxruntime"), default=None,
+                    help="default: the profile's preferred backend, else executorch")
+    co.add_argument("--quantize", choices=("int8", "none"), default="int8")
+    co.add_argument("--adapter", choices=("lora", "full"), default="lora")
+    co.add_argument("--granularity", choices=("layer", "block", "head", "lora"), default=None,
+                    help="default: lora for LoRA adapters, block for full")
+    co.add_argument("--profile", default=None, help="device profile name or YAML file")
+    co.add_argument("--task", choices=("sequence-classification", "causal-lm"), default="sequence-classification")
+    co.add_argument("--labels", default="rotten,fresh", help="comma-separated label names")
+    co.add_argument("--max-length", type=int, default=64)
+    co.add_argument("--batch-size", type=int, default=16)
+    co.add_argument("--lora-r", type=int, default=8)
+    co.add_argument("--lora-targets", default=None, help="comma-separated module names")
+    co.add_argument("--programs", type=int, default=4, help="backprop cut depths to export")
+    co.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
+    co.add_argument("-o", "--out", required=True, help="artifact directory to write")
+
+    tr = sub.add_parser("train", help="device: train a compiled artifact with RGFT selection")
+    tr.add_argument("artifact", help="artifact directory written by `rgft-edge compile`")
+    tr.add_argument("--profile", default=None, help="device profile name or YAML file")
+    tr.add_argument("--steps", type=int, default=None, dest="steps", help="stop after N steps")
+    add_config_flags(tr, exclude=ARTIFACT_FIXED + ("max_steps",))
+    tr.set_defaults(budget=None)  # artifacts differ in forward share: default to half the backward
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    pr = sub.add_parser("profiles", help="device profiles: list | show NAME | detect")
+    pr.add_argument("action", choices=("list", "show", "detect"))
+    pr.add_argument("name", nargs="?")
     return p
+
+
+def _compile(args) -> int:
+    from .device_profiles import load_profile
+    from .export.compile import compile_artifact
+    from .export.prepare import PrepareOptions
+    from .recipes.finetune import default_model_dir
+
+    backend = args.backend
+    if backend is None:
+        backend = load_profile(args.profile).preferred_backend if args.profile else "executorch"
+    opts = PrepareOptions(task=args.task, labels=[x.strip() for x in args.labels.split(",") if x.strip()],
+                          adapter=args.adapter, quantize=args.quantize, lora_r=args.lora_r,
+                          lora_alpha=2 * args.lora_r,
+                          lora_targets=args.lora_targets.split(",") if args.lora_targets else None,
+                          granularity=args.granularity, max_length=args.max_length,
+                          batch_size=args.batch_size)
+    report = compile_artifact(args.model or default_model_dir(), args.out, backend, opts,
+                              force=args.force, max_programs=args.programs)
+    print(format_report(report, args.out))
+    return 0
+
+
+def format_report(r: dict, out: str) -> str:
+    lines = [f"artifact               {out} ({r['backend']}, quantize {r['quantize']}, adapter {r['adapter']}, "
+             f"{r['granularity']} granularity)",
+             f"programs               {r['programs']}",
+             f"weights on disk        {r['weights_bytes'] / 1e6:.1f} MB = {r['weights_vs_fp32']:.3f} of the "
+             f"fp32 model ({r['fp32_model_bytes'] / 1e6:.1f} MB); {len(r.get('int8_weights', []))} int8 weights",
+             f"artifact total         {r['artifact_bytes'] / 1e6:.1f} MB",
+             f"time                   prepare {r['prepare_time_s']:.1f} s, export {r['export_time_s']:.1f} s"]
+    big = sorted(r["files"].items(), key=lambda kv: -kv[1])[:6]
+    lines += [f"  {size / 1e6:8.2f} MB  {name}" for name, size in big]
+    return "\n".join(lines)
+
+
+def _train(args) -> int:
+    from .recipes.train import train_artifact
+
+    cfg = config_from_args(args)
+    cfg.max_steps = args.steps
+    if args.profile:
+        from .device_profiles import load_profile
+
+        prof = load_profile(args.profile)
+        if args.threads == FinetuneConfig.threads:
+            cfg.threads = prof.default_threads
+    summary = train_artifact(args.artifact, cfg, progress=not args.no_progress)
+    from .session import format_summary
+
+    print(format_summary(summary))
+    return 0
+
+
+def _profiles(args) -> int:
+    from .device_profiles import detect, list_profiles, load_profile
+
+    if args.action == "list":
+        for name in list_profiles():
+            print(f"{name:18s} {load_profile(name).description}")
+    elif args.action == "show":
+        if not args.name:
+            raise UserError("profiles show needs a NAME")
+        print(Path(load_profile(args.name).source).read_text())
+    else:
+        prof, why = detect()
+        print(f"{prof.name}  ({why})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
             summary = finetune(config_from_args(args).validate(), progress=not args.no_progress)
             print(format_summary(summary))
             return 0
+        if args.command == "compile":
+            return _compile(args)
+        if args.command == "train":
+            return _train(args)
+        if args.command == "profiles":
+            return _profiles(args)
     except UserError as e:
         print(f"rgft-edge: error: {e}", file=sys.stderr)
         return 2

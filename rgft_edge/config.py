@@ -27,7 +27,7 @@ class FinetuneConfig:
     eval_examples: int = 2000
     policy: str = "budget"
     top_p: float = 0.3
-    budget: float = 0.5
+    budget: float | None = 0.5  # None: half the backward work on top of the forward floor
     granularity: str = "block"
     estimator: str = "grad-norm"
     p_norm: float = 2.0
@@ -51,7 +51,8 @@ class FinetuneConfig:
             (self.granularity in GRANULARITIES, f"--granularity must be one of {', '.join(GRANULARITIES)}"),
             (self.estimator in ESTIMATORS, f"--estimator must be one of {', '.join(ESTIMATORS)}"),
             (0.0 < self.top_p <= 1.0, f"--top-p must be in (0, 1], got {self.top_p}"),
-            (0.0 < self.budget <= 1.0, f"--budget must be in (0, 1] of a full step, got {self.budget}"),
+            (self.budget is None or 0.0 < self.budget <= 1.0,
+             f"--budget must be in (0, 1] of a full step, got {self.budget}"),
             (self.p_norm in (1.0, 2.0), f"--p-norm must be 1 or 2, got {self.p_norm}"),
             (0.0 <= self.beta < 1.0, f"--beta must be in [0, 1), got {self.beta}"),
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),

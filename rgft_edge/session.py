@@ -49,7 +49,8 @@ def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, dat
     table = backend.table
     cost = CostModel(table, cfg.batch_size)
     try:
-        policy = make_policy(cfg.policy, table, top_p=cfg.top_p, budget=cfg.budget, seed=cfg.seed)
+        budget = cfg.budget if cfg.budget is not None else cost.floor + 0.5 * (1 - cost.floor)
+        policy = make_policy(cfg.policy, table, top_p=cfg.top_p, budget=budget, seed=cfg.seed)
     except ValueError as e:
         raise UserError(str(e)) from e
     error_map = ErrorMap(len(table), cfg.beta, cfg.max_staleness)

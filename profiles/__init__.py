@@ -1,0 +1,1 @@
+"""Device profiles as YAML data files (read by rgft_edge.profiles)."""
