@@ -31,7 +31,8 @@ from rgft_edge.loop import LoopSettings, train
 from rgft_edge.optim import ComponentAdamW
 from rgft_edge.partition import build_component_table
 from rgft_edge.policies import make_policy
-from rgft_edge.recipes.finetune import default_model_dir, freeze_embeddings, load_classifier, set_threads
+from rgft_edge.partition import freeze_embeddings
+from rgft_edge.recipes.finetune import default_model_dir, load_classifier, set_threads
 from rgft_edge.text import TextEncoder
 
 METHODS = [

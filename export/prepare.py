@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from rgft_edge.components import ComponentTable
 from rgft_edge.errors import ModelError, UserError
-from rgft_edge.partition import build_component_table
+from rgft_edge.partition import build_component_table, freeze_embeddings
 from rgft_edge.partition.layouts import find_layout
 
 LORA_TARGETS = {"bert": ["query", "value"], "llama": ["q_proj", "v_proj"], "gpt2": ["c_attn"]}
@@ -131,9 +131,7 @@ def prepare(model_dir: str, opts: PrepareOptions) -> PreparedModel:
     if opts.adapter == "lora":
         model, targets = add_lora(model, family, opts)
     else:
-        for mod in model.modules():  # embeddings stay frozen (memory; see DESIGN.md)
-            if isinstance(mod, nn.Embedding):
-                mod.requires_grad_(False)
+        freeze_embeddings(model)  # embeddings stay frozen (memory, backprop depth; DESIGN.md)
     quantized = quantize_frozen_int8(model) if opts.quantize == "int8" else []
     granularity = opts.granularity or ("lora" if opts.adapter == "lora" else "block")
     example = example_inputs(model, opts)

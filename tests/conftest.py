@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from rgft_edge.export.compile import compile_artifact
+from rgft_edge.export.prepare import PrepareOptions
 import torch.nn as nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -113,3 +116,16 @@ def tiny_model_dir(tmp_path):
 @pytest.fixture
 def sentiment_csv(tmp_path):
     return write_sentiment_csv(tmp_path / "reviews.csv")
+def tiny_opts(**kw) -> PrepareOptions:
+    base = dict(labels=["neg", "pos"], max_length=12, batch_size=4, lora_r=4)
+    base.update(kw)
+    return PrepareOptions(**base)
+
+
+@pytest.fixture
+def compile_tiny(tmp_path, tiny_model_dir):
+    def make(backend="torch", name=None, **kw):
+        out = tmp_path / (name or f"art-{backend}")
+        report = compile_artifact(str(tiny_model_dir), out, backend, tiny_opts(**kw), force=True)
+        return out, report
+    return make

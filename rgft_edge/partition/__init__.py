@@ -241,3 +241,14 @@ def _input_grad_flops(groups: list[_Group], depth_of: dict[int, int], prof) -> d
 def _param_modules(g: _Group) -> list[str]:
     """Modules that directly own the group's parameters (their FLOPs are weight-gradient work)."""
     return sorted({p.name.rsplit(".", 1)[0] for p in g.params})
+
+
+def freeze_embeddings(model) -> None:
+    """Freeze the input embedding block (lookup tables and their norm): on MiniLM that is half the
+    parameters, and training it forces every backward pass down to the bottom of the network."""
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, torch.nn.Embedding):
+            mod.requires_grad_(False)
+            parent = name.rsplit(".", 1)[0] if "." in name else ""
+            if parent and "embed" in parent.rsplit(".", 1)[-1].lower():  # e.g. bert.embeddings
+                model.get_submodule(parent).requires_grad_(False)

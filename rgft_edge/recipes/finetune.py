@@ -48,19 +48,6 @@ def load_classifier(model_dir: str, label_names: list[str]):
     return model
 
 
-def freeze_embeddings(model) -> None:
-    """Freeze the input embedding block (lookup tables and their norm): on MiniLM that is half the
-    parameters, and training it forces every backward pass down to the bottom of the network."""
-    import torch
-
-    for name, mod in list(model.named_modules()):
-        if isinstance(mod, torch.nn.Embedding):
-            mod.requires_grad_(False)
-            parent = name.rsplit(".", 1)[0] if "." in name else ""
-            if parent and "embed" in parent.rsplit(".", 1)[-1].lower():  # e.g. bert.embeddings
-                model.get_submodule(parent).requires_grad_(False)
-
-
 def _environment() -> dict:
     import torch
     import transformers
@@ -83,7 +70,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict:
     import torch
 
     from rgft_edge.device_runners.torch_eager import TorchEagerBackend
-    from ..partition import build_component_table
+    from ..partition import build_component_table, freeze_embeddings
 
     cfg.validate()
     set_threads(cfg.threads)
