@@ -157,3 +157,46 @@ class TorchEagerBackend:
         for h in self._handles:
             h.remove()
         self._handles = []
+
+
+def activation_bytes(backend: TorchEagerBackend, batch: Batch) -> np.ndarray:
+    """Bytes autograd saves for backward, per component, on one fully-trainable step.
+
+    Saved tensors are attributed to the component whose parameters most recently ran (forward
+    order), deduplicated by storage; this is what a step keeps alive from the cut depth up.
+    """
+    table = backend.table
+    owner: dict[str, int] = {}
+    for i, c in enumerate(table):
+        for r in c.params:
+            owner.setdefault(r.name.rsplit(".", 1)[0], i)
+    current = [0]
+    handles = []
+    for path, mod in backend.model.named_modules():
+        if path in owner:
+            handles.append(mod.register_forward_pre_hook(
+                lambda m, a, i=owner[path]: current.__setitem__(0, i)))
+    sizes = np.zeros(len(table))
+    seen: set[int] = set()
+
+    def pack(t: torch.Tensor):
+        try:
+            key = t.untyped_storage().data_ptr()
+            if key not in seen and not isinstance(t, nn.Parameter):
+                seen.add(key)
+                sizes[current[0]] += t.untyped_storage().nbytes()
+        except (RuntimeError, NotImplementedError):
+            pass  # tensor subclasses without plain storage (int8 weights) are not activations
+        return t
+
+    backend.set_trainable(np.ones(len(table), bool))
+    backend.model.train()
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss, _ = backend.loss_fn(backend.model, backend.to_tensors(batch))
+        del loss
+    finally:
+        for h in handles:
+            h.remove()
+        backend.commit([])
+    return sizes

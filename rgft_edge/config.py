@@ -44,6 +44,11 @@ class FinetuneConfig:
     threads: int = 2
     eval_every: int = 0
     out: str | None = None  # run directory; None: runs/<data>-<policy>-<time>
+    profile: str | None = None  # device profile (name or YAML): threads, power model, sensor
+    memory_budget: str | None = None  # e.g. 1.5GB: selections shrink so peak RSS stays under it
+    energy_budget: str | None = None  # e.g. 2Wh or 500J: the run stops cleanly when it is spent
+    time_budget: str | None = None  # e.g. 20m, 90s, 1h: likewise for wall time
+    country: str = "USA"  # ISO code for the CO2-equivalent (codecarbon, offline)
 
     def validate(self) -> "FinetuneConfig":
         checks = [
@@ -69,5 +74,42 @@ class FinetuneConfig:
                 raise UserError(msg)
         return self
 
+    def budgets(self) -> tuple[int | None, float | None, float | None]:
+        """(memory bytes, energy joules, time seconds) parsed from the budget strings."""
+        from .device_profiles import parse_bytes
+
+        mem = parse_bytes(self.memory_budget) if self.memory_budget else None
+        energy = parse_energy(self.energy_budget) if self.energy_budget else None
+        secs = parse_duration(self.time_budget) if self.time_budget else None
+        for name, v in (("--memory-budget", mem), ("--energy-budget", energy), ("--time-budget", secs)):
+            if v is not None and v <= 0:
+                raise UserError(f"{name} must be positive")
+        return mem, energy, secs
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+_ENERGY = {"j": 1.0, "kj": 1e3, "wh": 3600.0, "kwh": 3.6e6, "mwh": 3.6}
+_TIME = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def _number_unit(text: str, units: dict, what: str, example: str) -> float:
+    import re
+
+    m = re.match(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$", str(text))
+    unit = m.group(2).lower() if m else None
+    if not m or unit not in units:
+        raise UserError(f"cannot read {text!r} as {what} (examples: {example})")
+    return float(m.group(1)) * units[unit]
+
+
+def parse_energy(text: str) -> float:
+    """Joules from '2Wh', '500J', '1.5kJ'."""
+    return _number_unit(text, _ENERGY, "an energy", "2Wh, 500J, 1.5kJ")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from '20m', '90s', '1.5h'."""
+    return _number_unit(text, _TIME, "a duration", "20m, 90s, 1.5h")
+

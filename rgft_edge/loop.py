@@ -82,13 +82,15 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
           batches: Iterable[Batch], settings: LoopSettings, *, cost: CostModel | None = None,
           on_step: Callable[[dict], None] | None = None,
           evaluate: Callable[[int], dict] | None = None,
-          should_stop: Callable[[int], str | None] | None = None) -> LoopResult:
+          should_stop: Callable[[int], str | None] | None = None,
+          constrain: Callable[[Selection, int], Selection] | None = None) -> LoopResult:
+    """Run the RGFT loop over `batches`. `should_stop(step)` returns a reason to stop cleanly
+    (budget spent); `constrain(selection, step)` may shrink a selection (memory guard)."""
     table = backend.table
     depth = np.array(table.depths)
     sizes = np.array([c.num_params for c in table])
     result = LoopResult()
     params = backend.parameters()
-    step = 0
     for step, batch in enumerate(batches):
         if settings.max_steps is not None and step >= settings.max_steps:
             break
@@ -98,6 +100,8 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
         t0 = time.perf_counter()
         probe = settings.probe_first_step and step == 0 and policy.uses_scores
         sel, forced = choose(policy, error_map, step, settings.estimator, depth, probe)
+        if constrain is not None:
+            sel = constrain(sel, step)
         t_sel = time.perf_counter() - t0
 
         out = backend.train_step(batch, sel.mask, settings.estimator == "activation")
