@@ -84,7 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="device: train a compiled artifact with RGFT selection")
     tr.add_argument("artifact", help="artifact directory written by `rgft-edge compile`")
-    tr.add_argument("--profile", default=None, help="device profile name or YAML file")
     tr.add_argument("--steps", type=int, default=None, dest="steps", help="stop after N steps")
     add_config_flags(tr, exclude=ARTIFACT_FIXED + ("max_steps",))
     tr.set_defaults(budget=None)  # artifacts differ in forward share: default to half the backward
@@ -135,12 +134,6 @@ def _train(args) -> int:
 
     cfg = config_from_args(args)
     cfg.max_steps = args.steps
-    if args.profile:
-        from .device_profiles import load_profile
-
-        prof = load_profile(args.profile)
-        if args.threads == FinetuneConfig.threads:
-            cfg.threads = prof.default_threads
     summary = train_artifact(args.artifact, cfg, progress=not args.no_progress)
     from .session import format_summary
 
