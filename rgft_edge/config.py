@@ -41,7 +41,7 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     evict_after: int = 200
     seed: int = 0
-    threads: int = 2
+    threads: int | None = None  # None: the profile's default threads, else 2
     eval_every: int = 0
     out: str | None = None  # run directory; None: runs/<data>-<policy>-<time>
     profile: str | None = None  # device profile (name or YAML): threads, power model, sensor
@@ -63,7 +63,7 @@ class FinetuneConfig:
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
-            (self.threads >= 1, f"--threads must be >= 1, got {self.threads}"),
+            (self.threads is None or self.threads >= 1, f"--threads must be >= 1, got {self.threads}"),
             (self.max_length >= 2, f"--max-length must be >= 2, got {self.max_length}"),
             (self.eval_examples >= 1, f"--eval-examples must be >= 1, got {self.eval_examples}"),
             (self.max_staleness >= 1, f"--max-staleness must be >= 1, got {self.max_staleness}"),
@@ -73,6 +73,20 @@ class FinetuneConfig:
             if not ok:
                 raise UserError(msg)
         return self
+
+    def resolved(self) -> "FinetuneConfig":
+        """A copy with the profile's defaults filled in where the user gave none."""
+        cfg = dataclasses.replace(self)
+        prof = None
+        if cfg.profile:
+            from .device_profiles import load_profile
+
+            prof = load_profile(cfg.profile)
+            if cfg.memory_budget is None and prof.defaults.get("memory_budget"):
+                cfg.memory_budget = str(prof.defaults["memory_budget"])
+        if cfg.threads is None:
+            cfg.threads = prof.default_threads if prof else 2
+        return cfg.validate()
 
     def budgets(self) -> tuple[int | None, float | None, float | None]:
         """(memory bytes, energy joules, time seconds) parsed from the budget strings."""

@@ -72,7 +72,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict:
     from rgft_edge.device_runners.torch_eager import TorchEagerBackend
     from ..partition import build_component_table, freeze_embeddings
 
-    cfg.validate()
+    cfg = cfg.resolved()
     set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()

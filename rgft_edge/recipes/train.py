@@ -34,7 +34,7 @@ def open_backend(artifact: Artifact, threads: int):
 
 
 def train_artifact(artifact_dir: str, cfg: FinetuneConfig, progress: bool = True) -> dict:
-    cfg.validate()
+    cfg = cfg.resolved()
     t0 = time.perf_counter()
     artifact = load_artifact(artifact_dir)
     spec = artifact.manifest["input_spec"]
