@@ -16,11 +16,29 @@ from typing import Iterable
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.training.api import CheckpointState, Module
 from safetensors.numpy import load_file
 
 from rgft_edge.artifact import Artifact, ArtifactError
 from rgft_edge.backend import Batch, EvalOutput, StepOutput
+
+
+def _training_api():
+    """onnxruntime.training.api without onnxruntime/training/__init__.py, which imports torch
+    (its optim/amp helpers) and so fails on a device without torch. The api modules themselves
+    need only the C extension, so we register a bare package object and import them under it."""
+    import importlib
+    import sys
+    import types
+
+    if "onnxruntime.training" not in sys.modules:
+        pkg = types.ModuleType("onnxruntime.training")
+        pkg.__path__ = [os.path.join(os.path.dirname(ort.__file__), "training")]
+        sys.modules["onnxruntime.training"] = pkg
+    api = importlib.import_module("onnxruntime.training.api")
+    return api.CheckpointState, api.Module
+
+
+CheckpointState, Module = _training_api()
 
 
 class _Program:

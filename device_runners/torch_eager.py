@@ -200,3 +200,6 @@ def activation_bytes(backend: TorchEagerBackend, batch: Batch) -> np.ndarray:
             h.remove()
         backend.commit([])
     return sizes
+
+
+TorchEagerBackend.activation_bytes = activation_bytes  # the memory guard asks the backend

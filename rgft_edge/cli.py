@@ -138,7 +138,7 @@ def _train(args) -> int:
     from .session import format_summary
 
     print(format_summary(summary))
-    return 0
+    return summary["exit_code"]
 
 
 def _profiles(args) -> int:
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
             summary = finetune(config_from_args(args).validate(), progress=not args.no_progress)
             print(format_summary(summary))
-            return 0
+            return summary["exit_code"]
         if args.command == "compile":
             return _compile(args)
         if args.command == "train":

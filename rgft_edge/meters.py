@@ -38,6 +38,11 @@ def _num(path: str | Path) -> float:
     return float(Path(path).read_text().strip())
 
 
+def _text(path: Path) -> str:
+    """Stripped contents of an optional sysfs file, "" when absent."""
+    return path.read_text().strip() if path.exists() else ""
+
+
 class SensorUnavailable(OSError):
     """The sensor is absent, unreadable or not meaningful right now (the message says why)."""
 
@@ -94,8 +99,8 @@ class RaplSource(PowerSource):
         self._total_uj = 0.0
 
     def read(self) -> Reading:
-        doms = [d for d in self._p("sys/class/powercap/intel-rapl:*") if re.search(r"intel-rapl:\d+$", d)]
-        doms = [d for d in doms if not (os.path.exists(f"{d}/name") and Path(f"{d}/name").read_text().startswith("psys"))]
+        doms = [d for d in self._p("sys/class/powercap/intel-rapl:*")
+                if re.search(r"intel-rapl:\d+$", d) and not _text(Path(d, "name")).startswith("psys")]
         if not doms:
             raise SensorUnavailable("no /sys/class/powercap/intel-rapl:N package domain")
         for d in doms:
@@ -131,11 +136,8 @@ class Ina3221Source(PowerSource):
                 continue
             d = Path(namef).parent
             for n in (1, 2, 3):
-                v, i, lab = d / f"in{n}_input", d / f"curr{n}_input", d / f"in{n}_label"
-                label = lab.read_text().strip() if lab.exists() else ""
-                if not (v.exists() and i.exists()) or "sum" in label.lower():
-                    continue
-                if (d / f"in{n}_enable").exists() and _num(d / f"in{n}_enable") == 0:
+                v, i, label = d / f"in{n}_input", d / f"curr{n}_input", _text(d / f"in{n}_label")
+                if not (v.exists() and i.exists()) or "sum" in label.lower() or _text(d / f"in{n}_enable") == "0":
                     continue
                 rails.append((label.upper(), _num(v) * _num(i) / 1e6))
         if rails:
@@ -204,10 +206,9 @@ class AndroidBatterySource(PowerSource):
 
     def read(self) -> Reading:
         for d in map(Path, self._p("sys/class/power_supply/*")):
-            kind = (d / "type").read_text().strip() if (d / "type").exists() else ""
-            if kind != "Battery" and d.name != "battery":
+            if _text(d / "type") != "Battery" and d.name != "battery":
                 continue
-            status = (d / "status").read_text().strip() if (d / "status").exists() else ""
+            status = _text(d / "status")
             if status in ("Charging", "Full", "Not charging"):
                 raise SensorUnavailable(f"{d.name} is on external power (status {status!r})")
             if (d / "current_now").exists() and (d / "voltage_now").exists():
@@ -255,6 +256,9 @@ class _Sampler:
     def _sample(self, now: float | None = None) -> None:
         raise NotImplementedError
 
+    def stop(self) -> Any:
+        raise NotImplementedError
+
     def _run(self) -> None:
         while not self._stop_evt.wait(self.interval_s):
             self._sample()
@@ -275,9 +279,6 @@ class _Sampler:
         self._thread.join()
         self._thread = None
         self._sample()
-
-    def stop(self) -> Any:
-        raise NotImplementedError
 
     def __enter__(self) -> Any:
         return self.start()
@@ -334,7 +335,7 @@ class EnergyMeter(_Sampler):
         self._intensity, self._co2_source = WORLD_AVERAGE_KG_PER_KWH, "estimated:constant-world-average"
         self._lock = threading.Lock()
         self._cc_thread: threading.Thread | None = None
-        self._tracker: Any = None
+        self._tracker: Any = None  # codecarbon's OfflineEmissionsTracker, once started
         self._reset()
 
     @property
@@ -410,8 +411,7 @@ class EnergyMeter(_Sampler):
     def _stop_codecarbon(self) -> None:
         if self._cc_thread is not None:
             self._cc_thread.join(timeout=30)
-            self._cc_thread = None
-        tr, self._tracker = self._tracker, None
+        tr, self._tracker, self._cc_thread = self._tracker, None, None
         if tr is None:
             return
         try:
@@ -457,9 +457,7 @@ class MemoryMeter(_Sampler):
         super().__init__(interval_s)
         self._dir, self._cap, self._proc = Path(proc_dir), max_samples, psutil.Process()
         self._samples: list[tuple[float, int]] = []
-        self._max = 0
-        self._hwm_final: int | None = None
-        self.peak_was_reset = False
+        self._max, self._hwm_final, self.peak_was_reset = 0, None, False
 
     def _vmhwm(self) -> int | None:
         try:

@@ -223,7 +223,7 @@ class Budget(Policy):
         self.cost, self.budget, self.res = cost, budget, resolution
         k = len(cost.depth)
         singles = [cost.fraction(np.eye(k, dtype=bool)[i]) for i in range(k)]
-        cheapest = min(singles)
+        cheapest = self.cheapest = min(singles)
         if not 0.0 < budget <= 1.0:
             raise ValueError(f"budget must be in (0, 1], got {budget}")
         if budget + 1e-9 < cheapest:

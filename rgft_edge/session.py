@@ -16,17 +16,27 @@ from pathlib import Path
 import numpy as np
 
 from .backend import Backend
+from .budgets import EXIT_CODES, BudgetController
+from .checkpoint import save_checkpoint
 from .config import FinetuneConfig
 from .costs import CostModel
 from .data import TextDataset, load_dataset, split
 from .error_map import ErrorMap
 from .errors import UserError
 from .loop import LoopSettings, train
+from .memory import MemoryGuard, MemoryModel
+from .meters import EnergyMeter, MemoryMeter, energy_per_run_summary
 from .optim import ComponentAdamW
 from .policies import make_policy
 from .progress import StepProgress
 from .rundir import RunWriter
 from .text import TextEncoder, batches
+
+
+def _state_mask(optimizer: ComponentAdamW, k: int) -> np.ndarray:
+    mask = np.zeros(k, bool)
+    mask[list(optimizer.state)] = True
+    return mask
 
 
 def load_splits(cfg: FinetuneConfig, labels: list[str] | None = None) -> tuple[TextDataset, TextDataset, TextDataset]:
@@ -42,11 +52,39 @@ def load_splits(cfg: FinetuneConfig, labels: list[str] | None = None) -> tuple[T
     return data, train_ds, test_ds
 
 
+def _power_model(cfg: FinetuneConfig):
+    """The profile that prices power when no sensor exists (given, detected, or a laptop)."""
+    from .device_profiles import ProfileError, detect, load_profile
+
+    if cfg.profile:
+        return load_profile(cfg.profile)
+    try:
+        return detect()[0]
+    except ProfileError:
+        return load_profile("laptop-x86")
+
+
+def _memory_guard(cfg: FinetuneConfig, backend: Backend, memory_meter, sample_batch) -> MemoryGuard | None:
+    mem_budget = cfg.budgets()[0]
+    if mem_budget is None:
+        return None
+    table = backend.table
+    measure = getattr(backend, "activation_bytes", None)
+    acts = measure(sample_batch) if measure is not None else np.zeros(len(table))
+    base = float(memory_meter.current_rss_bytes)
+    model = MemoryModel.for_table(table, base, acts)
+    model.margin_bytes = 0.05 * base  # allocator slack before the first calibration
+    return MemoryGuard(model, mem_budget)
+
+
 def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, data: TextDataset,
                 train_ds: TextDataset, test_ds: TextDataset, meta: dict, progress: bool = True,
                 drop_last: bool = False) -> dict:
     t_start = time.perf_counter()
     table = backend.table
+    _, energy_budget, time_budget = cfg.budgets()
+    memory = MemoryMeter().start()
+    prof = _power_model(cfg)
     cost = CostModel(table, cfg.batch_size)
     try:
         budget = cfg.budget if cfg.budget is not None else cost.floor + 0.5 * (1 - cost.floor)
@@ -79,14 +117,32 @@ def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, dat
     settings = LoopSettings(cfg.estimator, cfg.p_norm, eval_every=cfg.eval_every, max_steps=total)
     train_batches = batches(encoder, train_ds.texts, train_ds.labels, cfg.batch_size, cfg.seed,
                             cfg.epochs, drop_last=drop_last)
+    sample = next(batches(encoder, train_ds.texts[: cfg.batch_size], train_ds.labels[: cfg.batch_size],
+                          cfg.batch_size))
+    guard = _memory_guard(cfg, backend, memory, sample)
+    energy = EnergyMeter(idle_w=prof.idle_power_w, max_w=prof.max_power_w, country_iso_code=cfg.country)
+    energy.start()
+    budgets = BudgetController(policy, total, energy_budget, time_budget, guard, energy,
+                               state_mask=lambda: _state_mask(optimizer, len(table)))
     with StepProgress(total, len(table), enabled=progress) as bar:
         def on_step(record):
+            if guard is not None and budgets.predicted_peaks:
+                guard.model.calibrate(memory.peak_rss_bytes, budgets.predicted_peaks[-1])
+            record["rss_bytes"] = memory.current_rss_bytes
             writer.log(record)
             bar.update(record)
 
         result = train(backend, policy, error_map, optimizer, train_batches, settings, cost=cost,
-                       on_step=on_step, evaluate=evaluate)
+                       on_step=on_step, evaluate=evaluate, should_stop=budgets.should_stop,
+                       constrain=budgets.constrain if guard is not None else None)
+    energy_result = energy.stop()
+    checkpoint = None
+    if result.stop_reason != "completed":  # stopped by a budget: keep everything to resume from
+        checkpoint = str(save_checkpoint(out, result.steps, backend.parameters(), optimizer, error_map,
+                                         {"stop_reason": result.stop_reason, "seed": cfg.seed,
+                                          "energy_j": energy_result.energy_j}))
     final = evaluate(result.steps - 1)
+    memory.stop()
     writer.write_json("eval.json", {"held_out": len(test_ds), **final})
     writer.save_weights(backend.trainable_state(), {"format": "rgft-edge trainable weights"})
     writer.close()
@@ -107,6 +163,13 @@ def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, dat
         "optimizer_state_evictions": optimizer.evictions,
         "train_time_s": result.total_time_s, "wall_time_s": time.perf_counter() - t_start,
         **{k: v for k, v in meta.items() if k == "load_time_s"},
+        **energy_per_run_summary(energy_result, memory), "energy_notes": energy_result.notes,
+        "power_profile": prof.name, "duration_s": energy_result.duration_s,
+        "memory_budget_bytes": guard.budget if guard else None,
+        "memory_guard_shrunk_steps": guard.shrunk_steps if guard else 0,
+        "energy_budget_j": energy_budget, "time_budget_s": time_budget,
+        "budget_adjustments": budgets.adjustments, "checkpoint": checkpoint,
+        "exit_code": EXIT_CODES.get(result.stop_reason, 1),
     }
     writer.write_json("summary.json", summary)
     return summary
@@ -114,6 +177,7 @@ def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, dat
 
 def format_summary(s: dict) -> str:
     acc = s.get("held_out_accuracy")
+    mb = lambda b: f"{b / 1e6:.0f} MB" if b is not None else "-"  # noqa: E731
     lines = [
         f"run directory          {s['run_dir']}",
         f"policy                 {s['policy']} ({s['granularity']} granularity, {s['estimator']} scores, "
@@ -122,11 +186,23 @@ def format_summary(s: dict) -> str:
         (f"held-out accuracy      {acc:.4f} on {s['held_out_examples']} examples" if acc is not None
          else f"held-out loss          {s['held_out_loss']:.4f} on {s['held_out_examples']} examples"),
         f"updated per step       {s['mean_components_updated_per_step']:.2f} of {s['components']} "
-        f"components, {s['mean_params_updated_per_step'] / 1e6:.2f} M of "
-        f"{s['trainable_params'] / 1e6:.2f} M trainable parameters (mean)",
+        f"components, {_count(s['mean_params_updated_per_step'])} of {_count(s['trainable_params'])} "
+        f"trainable parameters (mean)",
         f"est. step cost         {s['mean_estimated_step_cost_fraction']:.2f} of a full step (FLOPs model)",
         f"median step time       {s['median_step_time_s'] * 1000:.0f} ms; error tracking "
         f"{s['tracking_overhead_pct']:.1f}% of step time",
         f"time                   {s['train_time_s']:.0f} s training, {s['wall_time_s']:.0f} s total",
+        f"energy per run         {s['energy_j']:.0f} J = {s['energy_wh']:.4f} Wh, avg {s['avg_power_w']:.1f} W, "
+        f"peak {s['peak_power_w']:.1f} W [{s['energy_source']}]",
+        f"CO2-equivalent         {s['co2_kg'] * 1000:.3f} g [{s['co2_source']}]",
+        f"peak RSS               {mb(s['peak_rss_bytes'])} [{s['memory_source']}]"
+        + (f"; budget {mb(s['memory_budget_bytes'])}, {s['memory_guard_shrunk_steps']} steps shrunk"
+           if s.get("memory_budget_bytes") else ""),
     ]
+    if s.get("checkpoint"):
+        lines.append(f"checkpoint             {s['checkpoint']} (exit status {s['exit_code']})")
     return "\n".join(lines)
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{n / 1e3:.1f} K"

@@ -1,0 +1,73 @@
+"""Budgets during a run: memory (shrink selections), energy and time (project, tighten, stop).
+
+The controller plugs into the loop through `constrain` (memory guard on every selection) and
+`should_stop` (energy / time spent). Every `check_every` steps it projects the run's energy from
+the energy used per step so far; when the projection breaks the budget it tightens the policy's
+per-step budget (or its component count), so the run spends less per step instead of stopping
+early. Exit statuses for a run stopped by a budget are in `EXIT_CODES`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .memory import MemoryGuard
+from .policies import Budget, Policy, Selection, TopP
+
+EXIT_CODES = {"completed": 0, "energy budget spent": 3, "time budget spent": 4,
+              "non-finite loss": 5}
+
+
+@dataclass
+class BudgetController:
+    policy: Policy
+    total_steps: int
+    energy_budget_j: float | None = None
+    time_budget_s: float | None = None
+    guard: MemoryGuard | None = None
+    energy_meter: object | None = None  # rgft_edge.meters.EnergyMeter
+    state_mask: callable = None  # -> components holding optimizer state
+    check_every: int = 10
+    started: float = field(default_factory=time.perf_counter)
+    adjustments: list = field(default_factory=list)
+    predicted_peaks: list = field(default_factory=list)
+
+    def energy_used(self) -> float:
+        return self.energy_meter.snapshot().energy_j if self.energy_meter is not None else 0.0
+
+    def constrain(self, sel: Selection, step: int) -> Selection:
+        if self.guard is None:
+            return sel
+        state = self.state_mask() if self.state_mask else np.zeros(len(sel.mask), bool)
+        sel, predicted = self.guard.fit(sel, state)
+        self.predicted_peaks.append(predicted)
+        return sel
+
+    def should_stop(self, step: int) -> str | None:
+        if self.time_budget_s is not None and time.perf_counter() - self.started >= self.time_budget_s:
+            return "time budget spent"
+        if self.energy_budget_j is not None and self.energy_meter is not None:
+            used = self.energy_used()
+            if used >= self.energy_budget_j:
+                return "energy budget spent"
+            if step and step % self.check_every == 0:
+                self._project(step, used)
+        return None
+
+    def _project(self, step: int, used: float) -> None:
+        projected = used + used / step * max(0, self.total_steps - step)
+        if projected <= self.energy_budget_j:
+            return
+        p = self.policy
+        if isinstance(p, Budget):
+            floor = p.cheapest + 1e-6
+            new = max(floor, p.budget * 0.85)
+            if new < p.budget:
+                self.adjustments.append({"step": step, "projected_j": projected, "budget": new})
+                p.budget = new
+        elif isinstance(p, TopP) and p.n > 1:
+            p.n -= 1
+            self.adjustments.append({"step": step, "projected_j": projected, "components": p.n})
