@@ -1,0 +1,127 @@
+"""ExecuTorch training programs: one joint forward/backward method per backprop cut depth.
+
+Recipe (verified on executorch 1.5.1 / torch 2.13): `torch.export` (strict=False) of a module
+returning (loss, logits) -> decompose `new_empty_strided` (no out-variant in the portable library,
+needed with torchao int8) -> `_export_forward_backward` -> `to_edge` with IR checks off ->
+`to_executorch`. All cut methods go into one `train.pte`; frozen constants (the int8 base) are
+stored once and shared by every method. Trainable weights live in an external `.ptd` so the same
+initial values feed every method, and a forward-only `infer.pte` reads the *adapted* weights from a
+`.ptd` the device writes after training. Dropout is off in exported programs (eval-mode export).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .prepare import PreparedModel, example_inputs
+
+PREFIX = "model."  # wrapper attribute: ExecuTorch FQNs are "model." + parameter names
+PTD_TAG = "_default_external_constant"
+
+
+class _WithLoss(nn.Module):
+    def __init__(self, model: nn.Module, task: str, input_names: list[str]):
+        super().__init__()
+        self.model, self.task, self.input_names = model, task, input_names
+
+    def forward(self, *args):
+        inputs = dict(zip(self.input_names, args[:-1]))
+        labels = args[-1]
+        if self.task == "causal-lm":
+            out = self.model(**inputs, labels=labels)
+            return out.loss, out.logits.detach()
+        logits = self.model(**inputs).logits
+        return nn.functional.cross_entropy(logits, labels), logits.detach()
+
+
+class _Logits(nn.Module):
+    def __init__(self, model: nn.Module, input_names: list[str]):
+        super().__init__()
+        self.model, self.input_names = model, input_names
+
+    def forward(self, *args):
+        return self.model(**dict(zip(self.input_names, args))).logits
+
+
+def _decompositions():
+    from torch._decomp import get_decompositions
+
+    return get_decompositions([torch.ops.aten.new_empty_strided.default])
+
+
+def _joint(module: nn.Module, inputs: tuple):
+    from torch.export import export
+    from torch.export.experimental import _export_forward_backward
+
+    ep = export(module, inputs, strict=False).run_decompositions(_decompositions())
+    return _export_forward_backward(ep)
+
+
+def exportable_copy(prep: PreparedModel) -> nn.Module:
+    """Eval-mode copy with torchao tensor subclasses unwrapped into plain parametrizations."""
+    model = copy.deepcopy(prep.model).eval()
+    if prep.quantized:
+        from torchao.utils import unwrap_tensor_subclass
+
+        unwrap_tensor_subclass(model)
+    trainable = prep.table.param_names()
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in trainable)
+    return model
+
+
+def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[list[dict], dict]:
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge
+
+    model = exportable_copy(prep)
+    ex = example_inputs(model, prep.options)
+    names = list(ex)
+    labels = (ex["input_ids"] if prep.options.task == "causal-lm"
+              else torch.zeros(ex["input_ids"].shape[0], dtype=torch.long))
+    inputs = tuple(ex.values()) + (labels,)
+    wrapper = _WithLoss(model, prep.options.task, names)
+    table = prep.table
+    trainable = table.param_names()
+    named = dict(wrapper.named_parameters())
+    eps, programs = {}, []
+    for d in cuts:
+        members = [i for i, c in enumerate(table) if c.depth >= d]
+        on = table.param_names(members)
+        for n in trainable:
+            named[PREFIX + n].requires_grad_(n in on)
+        eps[f"train_d{d}"] = _joint(wrapper, inputs)
+        programs.append({"name": f"train_d{d}", "kind": "train", "min_depth": d,
+                         "files": {"program": "executorch/train.pte", "weights": f"executorch/{PTD_TAG}.ptd"},
+                         "components": members, "trainable_params": sorted(on)})
+    for n in trainable:
+        named[PREFIX + n].requires_grad_(True)
+    ecc = EdgeCompileConfig(_check_ir_validity=False)
+    prog = to_edge(eps, compile_config=ecc).to_executorch(ExecutorchBackendConfig(external_mutable_weights=True))
+    edir = out / "executorch"
+    edir.mkdir(parents=True, exist_ok=True)
+    (edir / "train.pte").write_bytes(prog.buffer)
+    prog.write_tensor_data_to_file(str(edir))
+    if not (edir / f"{PTD_TAG}.ptd").is_file():
+        raise RuntimeError("ExecuTorch wrote no external weight file for the trainable parameters")
+
+    # Forward-only program whose trainable weights come from a .ptd (adapted on the device).
+    from torch.export import export
+
+    infer = _Logits(model, names).eval()
+    ep = export(infer, tuple(ex.values()), strict=False).run_decompositions(_decompositions())
+    edge = to_edge(ep, compile_config=ecc)
+    ph2fqn = dict(edge.exported_program().graph_signature.inputs_to_parameters)
+    ext = {PREFIX + n for n in trainable}
+    iprog = edge.to_executorch(ExecutorchBackendConfig(
+        external_constants=lambda node: PTD_TAG if ph2fqn.get(node.target) in ext else None))
+    (edir / "infer.pte").write_bytes(iprog.buffer)
+    programs.append({"name": "forward", "kind": "inference", "min_depth": None,
+                     "files": {"program": "executorch/infer.pte", "weights": f"executorch/{PTD_TAG}.ptd"}})
+    info = {"param_prefix": PREFIX, "data_inputs": names, "label_input": "labels",
+            "outputs": ["loss", "logits"], "dynamic_axes": False, "dropout": "off (eval-mode export)",
+            "weights_tag": PTD_TAG}
+    return programs, info
