@@ -1,11 +1,10 @@
 """ExecuTorch training adapter: runs the cut-depth methods of one train.pte (no transformers).
 
-Each method returns (loss, logits), the gradients of its trainable set, then its parameters as
-tensors that alias the method's memory: writing into them is how updates reach the program.
-Methods do not share parameter memory, so the adapter keeps master copies and, before a method
-runs, copies in whatever changed since that method last ran. A method's parameter tensors only
-exist after its first call, so that first call runs twice (once to learn the aliases).
-Programs have a fixed batch size: a short final evaluation batch is padded and the padding ignored.
+Every method takes (data inputs, labels, all trainable parameters) and returns (loss, logits,
+gradients of the parameters its cut trains). The adapter's master tensors are the only copy of
+the trainable weights: the loop's optimizer updates them in place and the next call, whatever its
+cut, receives them. Programs have a fixed batch size: a short final evaluation batch is padded and
+the padding ignored.
 """
 
 from __future__ import annotations
@@ -37,53 +36,25 @@ class ExecuTorchBackend:
                                key=lambda p: p["min_depth"])
         if not self.programs:
             raise ArtifactError(f"{artifact.root}/manifest.json: no training program")
-        files = self.programs[0]["files"]
-        self.ptd_path = artifact.path(files["weights"])
-        self.module = _load_for_executorch(str(artifact.path(files["program"])), data_path=str(self.ptd_path))
-        self.meta: dict[str, tuple] = {}
-        self.aliases: dict[str, dict[str, torch.Tensor]] = {}
-        self.seen: dict[str, dict[str, int]] = {p["name"]: {} for p in self.programs}
+        self.module = _load_for_executorch(str(artifact.path(self.programs[0]["files"]["program"])))
+        self.param_order = info["param_inputs"]
         from safetensors.torch import load_file
 
         initial = load_file(str(artifact.path("weights/trainable.safetensors")))
-        self.master = {n: initial[n].clone() for n in sorted(self.table.param_names())}
-        self.version = {n: 1 for n in self.master}
+        missing = [n for n in self.param_order if n not in initial]
+        if missing:
+            raise ArtifactError(f"{artifact.root}/weights/trainable.safetensors lacks {missing[:3]}")
+        self.master = {n: initial[n].clone().contiguous() for n in self.param_order}
 
     def _inputs(self, batch: Batch) -> tuple:
         data = [torch.as_tensor(np.ascontiguousarray(batch[n]), dtype=torch.long) for n in self.data_inputs]
-        return tuple(data) + (torch.as_tensor(np.asarray(batch["labels"]), dtype=torch.long),)
+        labels = torch.as_tensor(np.asarray(batch["labels"]), dtype=torch.long)
+        return tuple(data) + (labels,) + tuple(self.master[n] for n in self.param_order)
 
-    def _run(self, name: str, inputs: tuple):
-        if name not in self.meta:
-            r = self.module.run_method
-            self.meta[name] = (r("__et_training_gradients_index_" + name, ())[0],
-                               r("__et_training_parameters_index_" + name, ())[0],
-                               [f[len(self.prefix):] for f in r("__et_training_fqn_" + name, ())])
-        gi, pi, fqn = self.meta[name]
-        outs = self.module.run_method(name, inputs, clone_outputs=False)
-        first = name not in self.aliases
-        if first:
-            self.aliases[name] = dict(zip(fqn, outs[pi:pi + len(fqn)]))
-        return outs, gi, fqn, first
-
-    def _sync(self, name: str) -> bool:
-        changed = False
-        for n, t in self.aliases[name].items():
-            if self.seen[name].get(n) != self.version[n]:
-                t.copy_(self.master[n])
-                self.seen[name][n] = self.version[n]
-                changed = True
-        return changed
-
-    def _step(self, name: str, inputs: tuple):
-        if name in self.aliases:
-            self._sync(name)
-        outs, gi, fqn, first = self._run(name, inputs)
-        if first and self._sync(name):  # the first call ran on the initial weights: run again
-            outs, gi, fqn, _ = self._run(name, inputs)
-        loss, logits = outs[0].clone(), outs[1].clone()
-        grads = {n: g.clone() for n, g in zip(fqn, outs[gi:gi + len(fqn)])}
-        return loss, logits, grads
+    def _step(self, prog: dict, batch: Batch):
+        outs = self.module.run_method(prog["name"], self._inputs(batch))
+        grads = dict(zip(prog["trainable_params"], outs[2:]))
+        return outs[0], outs[1], grads
 
     def program_for(self, trainable: np.ndarray) -> dict:
         low = min(self.table.depths[i] for i in np.flatnonzero(trainable))
@@ -98,22 +69,21 @@ class ExecuTorchBackend:
             raise ArtifactError("ExecuTorch programs expose no activation gradients; "
                                 "use --estimator grad-norm")
         prog = self.program_for(trainable)
-        loss, _, grads = self._step(prog["name"], self._inputs(batch))
+        loss, _, grads = self._step(prog, batch)
         return StepOutput(float(loss), grads, None, {"program": prog["name"], "cut_depth": prog["min_depth"]})
 
     def commit(self, touched: list[str]) -> None:
-        for n in touched:
-            self.version[n] += 1
+        pass  # the master tensors are the program inputs: nothing to copy
 
     def evaluate(self, batches: Iterable[Batch]) -> EvalOutput:
         """Loss and accuracy through the shallowest program (forward plus the head's tiny
         backward), which sees the current weights; gradients are discarded."""
-        name = self.programs[-1]["name"]
+        prog = self.programs[-1]
         total, n, correct = 0.0, 0, 0
         for batch in batches:
             real = len(batch["labels"])
             padded = {k: _pad(np.asarray(v), self.batch_size) for k, v in batch.items()}
-            _, logits, _ = self._step(name, self._inputs(padded))
+            _, logits, _ = self._step(prog, padded)
             logits = logits[:real].float()
             labels = torch.as_tensor(np.asarray(batch["labels"]), dtype=torch.long)
             total += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
@@ -137,12 +107,13 @@ class ExecuTorchBackend:
         out.mkdir(parents=True, exist_ok=True)
         save_file(self.trainable_state(), str(out / "trainable.safetensors"), {"format": "rgft-edge trainable"})
         ptd = out / "adapted.ptd"
-        write_ptd({self.prefix + n: t for n, t in self.master.items()}, ptd, self.ptd_path.read_bytes())
+        template = self.artifact.path(f"executorch/{self.artifact.manifest['backend_info']['weights_tag']}.ptd")
+        write_ptd({self.prefix + n: t for n, t in self.master.items()}, ptd, template.read_bytes())
         return {"safetensors": str(out / "trainable.safetensors"), "ptd": str(ptd),
                 "program": str(self.artifact.path("executorch/infer.pte"))}
 
     def close(self) -> None:
-        self.aliases, self.module = {}, None
+        self.module = None
 
 
 def _pad(arr: np.ndarray, size: int) -> np.ndarray:

@@ -46,7 +46,7 @@ class _Program:
         self.spec, self.module, self.state = spec, module, state
         self.min_depth = spec["min_depth"]
         self.trainable = spec["trainable_params"]
-        self.onnx = {n: prefix + n for n in self.trainable}
+        self.onnx: dict[str, str] = {}  # every parameter the runner owns that this program holds
         self.inputs = module.input_names()
         self.seen: dict[str, int] = {}  # parameter -> version last copied in
 
@@ -78,6 +78,10 @@ class OrtBackend:
             self.programs.append(_Program(spec, module, state, self.prefix))
         base = self.programs[0]
         self.master = {n: base.state.parameters[self.prefix + n].data.copy() for n in base.trainable}
+        for p in self.programs:
+            # Parameters trained by a deeper cut are frozen inside a shallower program, but they
+            # still live in its state and must follow the master copies too.
+            p.onnx = {n: self.prefix + n for n in self.master}
         missing = self.table.param_names() - set(self.master)
         if missing:
             raise ArtifactError(f"{artifact.root}: checkpoint lacks trainable parameters {sorted(missing)[:3]}")
@@ -101,7 +105,7 @@ class OrtBackend:
         return out
 
     def _sync(self, prog: _Program) -> None:
-        for n in prog.trainable:
+        for n in prog.onnx:
             if prog.seen.get(n) != self.version[n]:
                 np.copyto(prog.state.parameters[prog.onnx[n]].data, self.master[n])
                 prog.seen[n] = self.version[n]

@@ -4,9 +4,14 @@ Recipe (verified on executorch 1.5.1 / torch 2.13): `torch.export` (strict=False
 returning (loss, logits) -> decompose `new_empty_strided` (no out-variant in the portable library,
 needed with torchao int8) -> `_export_forward_backward` -> `to_edge` with IR checks off ->
 `to_executorch`. All cut methods go into one `train.pte`; frozen constants (the int8 base) are
-stored once and shared by every method. Trainable weights live in an external `.ptd` so the same
-initial values feed every method, and a forward-only `infer.pte` reads the *adapted* weights from a
-`.ptd` the device writes after training. Dropout is off in exported programs (eval-mode export).
+stored once and shared by every method.
+
+The trainable parameters are *inputs* of every method (through `torch.func.functional_call`), in
+one fixed order; a method marks only its cut's share as requiring grad and returns
+(loss, logits, gradients of those inputs). So no method holds a private copy of a weight another
+method trains: the runner's master tensors are the only copy, and a shallow cut always sees what a
+deep cut just updated. A forward-only `infer.pte` reads the *adapted* weights from a `.ptd` the
+device writes after training. Dropout is off in exported programs (eval-mode export).
 """
 
 from __future__ import annotations
@@ -24,17 +29,21 @@ PTD_TAG = "_default_external_constant"
 
 
 class _WithLoss(nn.Module):
-    def __init__(self, model: nn.Module, task: str, input_names: list[str]):
+    """(data inputs..., labels, trainable params...) -> (loss, logits)."""
+
+    def __init__(self, model: nn.Module, task: str, input_names: list[str], param_names: list[str]):
         super().__init__()
-        self.model, self.task, self.input_names = model, task, input_names
+        self.model, self.task = model, task
+        self.input_names, self.param_names = input_names, param_names
 
     def forward(self, *args):
-        inputs = dict(zip(self.input_names, args[:-1]))
-        labels = args[-1]
+        k = len(self.input_names)
+        inputs = dict(zip(self.input_names, args[:k]))
+        labels, params = args[k], dict(zip(self.param_names, args[k + 1:]))
         if self.task == "causal-lm":
-            out = self.model(**inputs, labels=labels)
+            out = torch.func.functional_call(self.model, params, args=(), kwargs={**inputs, "labels": labels})
             return out.loss, out.logits.detach()
-        logits = self.model(**inputs).logits
+        logits = torch.func.functional_call(self.model, params, args=(), kwargs=inputs).logits
         return nn.functional.cross_entropy(logits, labels), logits.detach()
 
 
@@ -82,31 +91,28 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
     names = list(ex)
     labels = (ex["input_ids"] if prep.options.task == "causal-lm"
               else torch.zeros(ex["input_ids"].shape[0], dtype=torch.long))
-    inputs = tuple(ex.values()) + (labels,)
-    wrapper = _WithLoss(model, prep.options.task, names)
     table = prep.table
-    trainable = table.param_names()
-    named = dict(wrapper.named_parameters())
+    trainable = sorted(table.param_names())
+    named = dict(model.named_parameters())
+    wrapper = _WithLoss(model, prep.options.task, names, trainable)
+    for p in model.parameters():
+        p.requires_grad_(False)  # the trainable ones arrive as inputs
     eps, programs = {}, []
     for d in cuts:
         members = [i for i, c in enumerate(table) if c.depth >= d]
         on = table.param_names(members)
-        for n in trainable:
-            named[PREFIX + n].requires_grad_(n in on)
-        eps[f"train_d{d}"] = _joint(wrapper, inputs)
+        params = tuple(named[n].detach().clone().requires_grad_(n in on) for n in trainable)
+        eps[f"train_d{d}"] = _joint(wrapper, tuple(ex.values()) + (labels,) + params)
         programs.append({"name": f"train_d{d}", "kind": "train", "min_depth": d,
-                         "files": {"program": "executorch/train.pte", "weights": f"executorch/{PTD_TAG}.ptd"},
-                         "components": members, "trainable_params": sorted(on)})
+                         "files": {"program": "executorch/train.pte"}, "components": members,
+                         "trainable_params": [n for n in trainable if n in on]})
     for n in trainable:
-        named[PREFIX + n].requires_grad_(True)
+        named[n].requires_grad_(True)
     ecc = EdgeCompileConfig(_check_ir_validity=False)
-    prog = to_edge(eps, compile_config=ecc).to_executorch(ExecutorchBackendConfig(external_mutable_weights=True))
+    prog = to_edge(eps, compile_config=ecc).to_executorch(ExecutorchBackendConfig())
     edir = out / "executorch"
     edir.mkdir(parents=True, exist_ok=True)
     (edir / "train.pte").write_bytes(prog.buffer)
-    prog.write_tensor_data_to_file(str(edir))
-    if not (edir / f"{PTD_TAG}.ptd").is_file():
-        raise RuntimeError("ExecuTorch wrote no external weight file for the trainable parameters")
 
     # Forward-only program whose trainable weights come from a .ptd (adapted on the device).
     from torch.export import export
@@ -119,9 +125,12 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
     iprog = edge.to_executorch(ExecutorchBackendConfig(
         external_constants=lambda node: PTD_TAG if ph2fqn.get(node.target) in ext else None))
     (edir / "infer.pte").write_bytes(iprog.buffer)
+    iprog.write_tensor_data_to_file(str(edir))  # the initial trainable weights, as a .ptd
+    if not (edir / f"{PTD_TAG}.ptd").is_file():
+        raise RuntimeError("ExecuTorch wrote no external weight file for the inference program")
     programs.append({"name": "forward", "kind": "inference", "min_depth": None,
                      "files": {"program": "executorch/infer.pte", "weights": f"executorch/{PTD_TAG}.ptd"}})
     info = {"param_prefix": PREFIX, "data_inputs": names, "label_input": "labels",
-            "outputs": ["loss", "logits"], "dynamic_axes": False, "dropout": "off (eval-mode export)",
-            "weights_tag": PTD_TAG}
+            "param_inputs": trainable, "outputs": ["loss", "logits", "grads of trainable inputs"],
+            "dynamic_axes": False, "dropout": "off (eval-mode export)", "weights_tag": PTD_TAG}
     return programs, info

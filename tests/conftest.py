@@ -129,3 +129,13 @@ def compile_tiny(tmp_path, tiny_model_dir):
         report = compile_artifact(str(tiny_model_dir), out, backend, tiny_opts(**kw), force=True)
         return out, report
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory):
+    """One tiny int8+LoRA model compiled for every backend, once per test session
+    (ExecuTorch export takes ~30 s even for a tiny model)."""
+    root = tmp_path_factory.mktemp("tiny-artifacts")
+    model_dir = save_tiny_model_dir(root / "tiny-bert")
+    return {b: compile_artifact(str(model_dir), root / b, b, tiny_opts(), force=True) and root / b
+            for b in ("torch", "onnxruntime", "executorch")}
