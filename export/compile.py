@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import rgft_edge
@@ -136,4 +136,6 @@ def _export_backend(backend: str, prep: PreparedModel, out: Path, cuts: list[int
         from .executorch_backend import export_programs
     else:
         from .onnxruntime_backend import export_programs
-    return export_programs(prep, out, cuts)
+    with warnings.catch_warnings():  # tracer and exporter chatter about code paths we do not use
+        warnings.simplefilter("ignore")
+        return export_programs(prep, out, cuts)

@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "finetune":
-            from .recipes.finetune import finetune, format_summary
+            from .recipes.finetune import finetune
+            from .session import format_summary
 
             summary = finetune(config_from_args(args).validate(), progress=not args.no_progress)
             print(format_summary(summary))

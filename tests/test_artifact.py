@@ -1,7 +1,6 @@
 """Artifacts from elsewhere: every kind of damage is refused with the file and the problem named."""
 
 import json
-import shutil
 
 import pytest
 

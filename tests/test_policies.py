@@ -96,14 +96,14 @@ def test_cost_prices_backprop_depth():
 
 
 def brute_force(scores, cost, budget, forced):
-    best, best_val = None, -1
+    best_val = -1
     k = len(scores)
     for bits in itertools.product([0, 1], repeat=k):
         m = np.array(bits, bool)
         if not m.any() or (forced & ~m).any() or cost.fraction(m) > budget + 1e-9:
             continue
         if scores[m].sum() > best_val + 1e-12:
-            best, best_val = m, scores[m].sum()
+            best_val = scores[m].sum()
     return best_val
 
 

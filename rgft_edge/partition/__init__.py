@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ..components import GRANULARITIES, Component, ComponentTable, HookSpec, ParamRef
 from .flops import profile_forward
-from .layouts import Layout, _get, find_layout, head_counts
+from .layouts import Layout, find_layout, head_counts
 
 
 @dataclass

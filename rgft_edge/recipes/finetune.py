@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..config import FinetuneConfig
 from ..errors import ModelError
-from ..session import format_summary, load_splits, run_session  # noqa: F401  (format_summary re-exported)
+from ..session import load_splits, run_session
 from ..text import TextEncoder
 
 

@@ -1,0 +1,128 @@
+"""On-device runners side by side: torch eager, ExecuTorch and ONNX Runtime on compiled MiniLM.
+
+For each artifact (compiled beforehand with `rgft-edge compile`) and each policy, one child process
+(so peak RSS is that run's alone) trains on fixed Rotten Tomatoes batches through the shared loop
+and reports: median step time, step time per backprop program (cut depth), peak RSS, the FLOPs
+model's backward work, and the programs used. Methods and backends interleave per repeat.
+
+    python benchmarks/runners.py --artifacts DIR [DIR ...] [--steps 14] [--threads 2]
+
+Writes benchmarks/results/runners.json and runners.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import environment, write_results  # noqa: E402
+
+POLICIES = {"full": dict(policy="full"), "top-p 0.3": dict(policy="top-p", top_p=0.3),
+            "budget 0.4": dict(policy="budget", budget=0.4)}
+
+
+def child(artifact: str, policy: str, steps: int, threads: int, seed: int) -> dict:
+    import numpy as np
+
+    from rgft_edge.artifact import load_artifact
+    from rgft_edge.costs import CostModel
+    from rgft_edge.data import rotten_tomatoes
+    from rgft_edge.error_map import ErrorMap
+    from rgft_edge.loop import LoopSettings, train
+    from rgft_edge.meters import MemoryMeter
+    from rgft_edge.optim import ComponentAdamW
+    from rgft_edge.policies import make_policy
+    from rgft_edge.recipes.train import open_backend
+    from rgft_edge.text import TextEncoder, batches
+
+    art = load_artifact(artifact)
+    spec = art.manifest["input_spec"]
+    mem = MemoryMeter().start()
+    backend = open_backend(art, threads)
+    ds = rotten_tomatoes()
+    enc = TextEncoder(art.root / "tokenizer", spec["max_length"], spec["names"], pad_to_max=True)
+    data = list(batches(enc, ds.texts[: spec["batch_size"] * steps], ds.labels[: spec["batch_size"] * steps],
+                        spec["batch_size"], seed=seed, drop_last=True))
+    table = backend.table
+    cost = CostModel(table, spec["batch_size"])
+    opts = dict(POLICIES[policy])
+    try:
+        pol = make_policy(opts.pop("policy"), table, seed=seed, **opts)
+    except ValueError as e:
+        return {"error": str(e)}
+    records: list[dict] = []
+    train(backend, pol, ErrorMap(len(table)), ComponentAdamW(table, 1e-3), data, LoopSettings(),
+          cost=cost, on_step=records.append)
+    peak = mem.stop()
+    steady = records[2:]  # the probe step and one warm-up step excluded
+    by_cut: dict[str, list[float]] = {}
+    for r in steady:
+        by_cut.setdefault(str(r.get("cut_depth", "eager")), []).append(r["step_time_s"])
+    return {"median_step_s": statistics.median(r["step_time_s"] for r in steady),
+            "step_s_by_cut_depth": {k: statistics.median(v) for k, v in by_cut.items()},
+            "steps_by_cut_depth": {k: len(v) for k, v in by_cut.items()},
+            "peak_rss_bytes": peak, "backward_fraction_est": float(np.mean([cost.backward_flops(
+                np.isin(np.arange(len(table)), r["selected"])) / max(1.0, cost.full - cost.forward_total)
+                for r in steady])),
+            "mean_selected": float(np.mean([len(r["selected"]) for r in steady])),
+            "components": len(table), "backend": backend.name,
+            "artifact": {"quantization": art.manifest["quantization"]["scheme"],
+                         "adapter": art.manifest["adapter"]["kind"], "granularity": table.granularity}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--artifacts", nargs="+", required=True)
+    ap.add_argument("--steps", type=int, default=14)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--child", nargs=2, metavar=("ARTIFACT", "POLICY"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(child(args.child[0], args.child[1], args.steps, args.threads, args.seed)))
+        return
+    rows = []
+    for rep in range(args.repeats):
+        for policy in POLICIES:
+            for art in args.artifacts:
+                t0 = time.perf_counter()
+                proc = subprocess.run([sys.executable, __file__, "--child", art, policy, "--steps", str(args.steps),
+                                       "--threads", str(args.threads), "--seed", str(args.seed)],
+                                      capture_output=True, text=True)
+                line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+                res = json.loads(line[-1][7:]) if line else {"error": proc.stderr[-500:]}
+                rows.append({"artifact": Path(art).name, "policy": policy, "repeat": rep,
+                             "wall_s": time.perf_counter() - t0, **res})
+                print(rows[-1]["artifact"], policy, res.get("median_step_s", res.get("error")), flush=True)
+    meta = environment(steps=args.steps, excluded_steps=2, repeats=args.repeats, threads=args.threads,
+                       seed=args.seed, batch="16x64 (artifact input spec)")
+    write_results(args.out, "runners", meta, rows, markdown)
+
+
+def markdown(meta: dict, rows: list[dict]) -> str:
+    lines = [f"{meta['steps']} steps per run ({meta['excluded_steps']} excluded), {meta['threads']} threads, "
+             f"seed {meta['seed']}, batch {meta['batch']}, {meta['date']}; one process per run.\n",
+             "| artifact | policy | median step (ms) | step (ms) by backprop cut depth [steps] | peak RSS (MB) | est. backward work vs full | components/step |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['artifact']} | {r['policy']} | refused: {r['error'][:90]} | | | | |")
+            continue
+        cuts = ", ".join(f"d{k}: {v * 1000:.0f} [{r['steps_by_cut_depth'][k]}]"
+                         for k, v in sorted(r["step_s_by_cut_depth"].items(), key=lambda kv: kv[0]))
+        lines.append(f"| {r['artifact']} | {r['policy']} | {r['median_step_s'] * 1000:.0f} | {cuts} | "
+                     f"{r['peak_rss_bytes'] / 1e6:.0f} | {r['backward_fraction_est']:.2f} | "
+                     f"{r['mean_selected']:.1f}/{r['components']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
