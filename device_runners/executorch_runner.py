@@ -101,7 +101,7 @@ class ExecuTorchBackend:
                 "threads": self.threads}
 
     def export_adapted(self, out: Path) -> dict:
-        """Adapted weights as safetensors and as a .ptd that the artifact's infer.pte reads."""
+        """Adapted weights as safetensors and as a .ptd that train.pte's forward method reads."""
         from safetensors.numpy import save_file
 
         out.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,7 @@ class ExecuTorchBackend:
         template = self.artifact.path(f"executorch/{self.artifact.manifest['backend_info']['weights_tag']}.ptd")
         write_ptd({self.prefix + n: t for n, t in self.master.items()}, ptd, template.read_bytes())
         return {"safetensors": str(out / "trainable.safetensors"), "ptd": str(ptd),
-                "program": str(self.artifact.path("executorch/infer.pte"))}
+                "program": str(self.artifact.path("executorch/train.pte")), "method": "forward"}
 
     def close(self) -> None:
         self.module = None

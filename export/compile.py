@@ -104,11 +104,11 @@ def compile_artifact(model_dir: str, out_dir: str | Path, backend: str = "execut
     }
     sizes = {p.relative_to(out).as_posix(): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
     fp32 = _fp32_bytes(_base(prep.model))
-    weights_bytes = sum(v for k, v in sizes.items() if k.startswith("weights/"))
+    weights_bytes = sum(v for k, v in sizes.items() if not k.startswith("tokenizer/"))
     report = {"backend": backend, "quantize": opts.quantize, "adapter": opts.adapter,
               "granularity": prep.table.granularity, "programs": len(programs),
               "prepare_time_s": round(t_prep, 2), "export_time_s": round(t_export, 2),
-              "fp32_model_bytes": fp32, "weights_bytes": weights_bytes,
+              "fp32_model_bytes": fp32, "weights_bytes": weights_bytes,  # everything but the tokenizer
               "weights_vs_fp32": round(weights_bytes / fp32, 4),
               "artifact_bytes": int(sum(sizes.values())), "files": sizes, **weights,
               "total_time_s": round(time.perf_counter() - t0, 2)}

@@ -10,7 +10,8 @@ The trainable parameters are *inputs* of every method (through `torch.func.funct
 one fixed order; a method marks only its cut's share as requiring grad and returns
 (loss, logits, gradients of those inputs). So no method holds a private copy of a weight another
 method trains: the runner's master tensors are the only copy, and a shallow cut always sees what a
-deep cut just updated. A forward-only `infer.pte` reads the *adapted* weights from a `.ptd` the
+deep cut just updated. A forward-only `forward` method in the same train.pte (sharing the frozen
+constants) reads the *adapted* weights from a `.ptd` the
 device writes after training. Dropout is off in exported programs (eval-mode export).
 """
 
@@ -108,28 +109,27 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
                          "trainable_params": [n for n in trainable if n in on]})
     for n in trainable:
         named[n].requires_grad_(True)
-    ecc = EdgeCompileConfig(_check_ir_validity=False)
-    prog = to_edge(eps, compile_config=ecc).to_executorch(ExecutorchBackendConfig())
-    edir = out / "executorch"
-    edir.mkdir(parents=True, exist_ok=True)
-    (edir / "train.pte").write_bytes(prog.buffer)
-
-    # Forward-only program whose trainable weights come from a .ptd (adapted on the device).
+    # Forward-only method for inference, in the same program so it shares the frozen constants;
+    # its trainable weights are external, read from a .ptd (the adapted one after training).
     from torch.export import export
 
     infer = _Logits(model, names).eval()
-    ep = export(infer, tuple(ex.values()), strict=False).run_decompositions(_decompositions())
-    edge = to_edge(ep, compile_config=ecc)
-    ph2fqn = dict(edge.exported_program().graph_signature.inputs_to_parameters)
+    eps["forward"] = export(infer, tuple(ex.values()), strict=False).run_decompositions(_decompositions())
+    ecc = EdgeCompileConfig(_check_ir_validity=False)
+    edge = to_edge(eps, compile_config=ecc)
+    ph2fqn = dict(edge.exported_program("forward").graph_signature.inputs_to_parameters)
     ext = {PREFIX + n for n in trainable}
-    iprog = edge.to_executorch(ExecutorchBackendConfig(
+    prog = edge.to_executorch(ExecutorchBackendConfig(
         external_constants=lambda node: PTD_TAG if ph2fqn.get(node.target) in ext else None))
-    (edir / "infer.pte").write_bytes(iprog.buffer)
-    iprog.write_tensor_data_to_file(str(edir))  # the initial trainable weights, as a .ptd
+    edir = out / "executorch"
+    edir.mkdir(parents=True, exist_ok=True)
+    (edir / "train.pte").write_bytes(prog.buffer)
+    prog.write_tensor_data_to_file(str(edir))  # the initial trainable weights, as a .ptd
     if not (edir / f"{PTD_TAG}.ptd").is_file():
-        raise RuntimeError("ExecuTorch wrote no external weight file for the inference program")
+        raise RuntimeError("ExecuTorch wrote no external weight file for the inference method")
+    (out / "weights" / "frozen.safetensors").unlink()  # the frozen base lives in train.pte
     programs.append({"name": "forward", "kind": "inference", "min_depth": None,
-                     "files": {"program": "executorch/infer.pte", "weights": f"executorch/{PTD_TAG}.ptd"}})
+                     "files": {"program": "executorch/train.pte", "weights": f"executorch/{PTD_TAG}.ptd"}})
     info = {"param_prefix": PREFIX, "data_inputs": names, "label_input": "labels",
             "param_inputs": trainable, "outputs": ["loss", "logits", "grads of trainable inputs"],
             "dynamic_axes": False, "dropout": "off (eval-mode export)", "weights_tag": PTD_TAG}

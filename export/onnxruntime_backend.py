@@ -189,6 +189,7 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
         programs.append({"name": f"train_d{d}", "kind": "train", "min_depth": d, "files": files,
                          "nominal_checkpoint": j > 0, "components": members,
                          "trainable_params": [n[len(PREFIX):] for n in req]})
+    (out / "weights" / "trainable.safetensors").unlink()  # the bottom cut's checkpoint holds them
     info = {"opset": OPSET, "param_prefix": PREFIX, "int8_weights": len(int8_names) // 3,
             "data_inputs": names, "label_input": "labels", "outputs": ["loss", "logits"],
             "dynamic_axes": True, "weights_source": programs[0]["files"]["checkpoint"],

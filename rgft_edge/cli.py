@@ -120,8 +120,9 @@ def format_report(r: dict, out: str) -> str:
     lines = [f"artifact               {out} ({r['backend']}, quantize {r['quantize']}, adapter {r['adapter']}, "
              f"{r['granularity']} granularity)",
              f"programs               {r['programs']}",
-             f"weights on disk        {r['weights_bytes'] / 1e6:.1f} MB = {r['weights_vs_fp32']:.3f} of the "
-             f"fp32 model ({r['fp32_model_bytes'] / 1e6:.1f} MB); {len(r.get('int8_weights', []))} int8 weights",
+             f"model on disk          {r['weights_bytes'] / 1e6:.1f} MB (weights + programs) = "
+             f"{r['weights_vs_fp32']:.3f} of the fp32 weights ({r['fp32_model_bytes'] / 1e6:.1f} MB); "
+             f"{len(r.get('int8_weights', []))} int8 weights",
              f"artifact total         {r['artifact_bytes'] / 1e6:.1f} MB",
              f"time                   prepare {r['prepare_time_s']:.1f} s, export {r['export_time_s']:.1f} s"]
     big = sorted(r["files"].items(), key=lambda kv: -kv[1])[:6]

@@ -81,7 +81,7 @@ def test_executorch_adapted_weights_run_in_the_inference_program(backends, tmp_p
     k = len(et.table)
     train(et, Fixed(np.ones(k)), ErrorMap(k), ComponentAdamW(et.table, 1e-2), [batch()] * 3, LoopSettings())
     out = et.export_adapted(tmp_path / "adapted")
-    method = Runtime.get().load_program(out["program"], data_path=out["ptd"]).load_method("forward")
+    method = Runtime.get().load_program(out["program"], data_path=out["ptd"]).load_method(out["method"])
     b = batch(4)
     logits = method.execute([torch.as_tensor(b[n]) for n in et.data_inputs])[0]
     _, ref, _ = et._step(et.programs[-1], b)
