@@ -73,7 +73,7 @@ def _memory_guard(cfg: FinetuneConfig, backend: Backend, memory_meter, sample_ba
     acts = measure(sample_batch) if measure is not None else np.zeros(len(table))
     base = float(memory_meter.current_rss_bytes)
     model = MemoryModel.for_table(table, base, acts)
-    model.margin_bytes = 0.05 * base  # allocator slack before the first calibration
+    model.margin_bytes = 0.10 * base  # allocator slack and first-step growth, before calibration
     return MemoryGuard(model, mem_budget)
 
 

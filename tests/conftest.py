@@ -75,11 +75,11 @@ def text_batch(n: int = 4, t: int = 12, seed: int = 0, labels: int = 2):
             "labels": torch.randint(0, labels, (n,), generator=g)}
 
 
-def save_tiny_model_dir(path: Path, num_labels: int = 2) -> Path:
+def save_tiny_model_dir(path: Path, num_labels: int = 2, model=None) -> Path:
     """A loadable HF model directory with a real tokenizer.json (WordPiece over VOCAB)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
-    model = tiny_bert(num_labels)
+    model = model if model is not None else tiny_bert(num_labels)
     model.save_pretrained(path)
     tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
