@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rgft_edge import meters
+from rgft_edge import power
 from rgft_edge.errors import UserError
 from rgft_edge.meters import (AndroidBatterySource, EnergyMeter, EnergyResult, Ina3221Source, MemoryMeter,
                               PowerSource, RaplSource, Reading, RpiPmicSource, TdpEstimate,
@@ -80,14 +80,14 @@ def test_rapl_absent_and_unreadable(tmp_path, monkeypatch):
     src = RaplSource(tmp_path)
     assert not src.available() and "intel-rapl" in src.reason
     rapl_tree(tmp_path)
-    real = meters._num
+    real = power._num
 
     def denied(path):  # energy_uj is root-only on current kernels; faked so it also holds when run as root
         if str(path).endswith("energy_uj"):
             raise PermissionError(13, "Permission denied", str(path))
         return real(path)
 
-    monkeypatch.setattr(meters, "_num", denied)
+    monkeypatch.setattr(power, "_num", denied)
     src = RaplSource(tmp_path)
     assert not src.available() and "not readable" in src.reason
     assert EnergyMeter(root=tmp_path, use_codecarbon=False).source == "estimated:tdp"
