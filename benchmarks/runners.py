@@ -24,7 +24,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, write_results  # noqa: E402
 
 POLICIES = {"full": dict(policy="full"), "top-p 0.3": dict(policy="top-p", top_p=0.3),
-            "budget 0.4": dict(policy="budget", budget=0.4)}
+            "budget 0.4": dict(policy="budget", budget=0.4),
+            # `rgft-edge train`'s default: half the backward work on top of the forward floor
+            "budget auto": dict(policy="budget", budget=None)}
 
 
 def child(artifact: str, policy: str, steps: int, threads: int, seed: int) -> dict:
@@ -52,6 +54,8 @@ def child(artifact: str, policy: str, steps: int, threads: int, seed: int) -> di
     table = backend.table
     cost = CostModel(table, spec["batch_size"])
     opts = dict(POLICIES[policy])
+    if opts.get("policy") == "budget" and opts["budget"] is None:
+        opts["budget"] = cost.floor + 0.5 * (1 - cost.floor)
     try:
         pol = make_policy(opts.pop("policy"), table, seed=seed, **opts)
     except ValueError as e:
@@ -72,13 +76,13 @@ def child(artifact: str, policy: str, steps: int, threads: int, seed: int) -> di
                 for r in steady])),
             "mean_selected": float(np.mean([len(r["selected"]) for r in steady])),
             "components": len(table), "backend": backend.name,
-            "artifact": {"quantization": art.manifest["quantization"]["scheme"],
+            "artifact_kind": {"quantization": art.manifest["quantization"]["scheme"],
                          "adapter": art.manifest["adapter"]["kind"], "granularity": table.granularity}}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--artifacts", nargs="+", required=True)
+    ap.add_argument("--artifacts", nargs="*", default=[])
     ap.add_argument("--steps", type=int, default=14)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
@@ -114,10 +118,11 @@ def markdown(meta: dict, rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['artifact']} | {r['policy']} | refused: {r['error'][:90]} | | | | |")
+            why = " ".join(r["error"].split())[:90].replace("|", "/")
+            lines.append(f"| {r['artifact']} | {r['policy']} | refused: {why} | | | | |")
             continue
         cuts = ", ".join(f"d{k}: {v * 1000:.0f} [{r['steps_by_cut_depth'][k]}]"
-                         for k, v in sorted(r["step_s_by_cut_depth"].items(), key=lambda kv: kv[0]))
+                         for k, v in sorted(r["step_s_by_cut_depth"].items(), key=lambda kv: (len(kv[0]), kv[0])))
         lines.append(f"| {r['artifact']} | {r['policy']} | {r['median_step_s'] * 1000:.0f} | {cuts} | "
                      f"{r['peak_rss_bytes'] / 1e6:.0f} | {r['backward_fraction_est']:.2f} | "
                      f"{r['mean_selected']:.1f}/{r['components']} |")

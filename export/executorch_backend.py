@@ -57,10 +57,26 @@ class _Logits(nn.Module):
         return self.model(**dict(zip(self.input_names, args))).logits
 
 
+def _linear_as_mm(x, w, b=None):
+    y = torch.matmul(x, w.t())
+    return y if b is None else y + b
+
+
+def _empty_permuted_as_empty(size, physical_layout, *, dtype=None, layout=None, device=None,
+                             pin_memory=None):
+    return torch.empty(size, dtype=dtype, device=device)  # layout is a hint; contiguous is valid
+
+
 def _decompositions():
+    """Ops the portable kernel library lacks or runs slowly:
+    new_empty_strided (appears with torchao int8) and empty_permuted (Llama's backward) have no
+    out-variant; linear -> matmul + add because the portable addmm is ~15x slower than mm."""
     from torch._decomp import get_decompositions
 
-    return get_decompositions([torch.ops.aten.new_empty_strided.default])
+    table = get_decompositions([torch.ops.aten.new_empty_strided.default])
+    table[torch.ops.aten.linear.default] = _linear_as_mm
+    table[torch.ops.aten.empty_permuted.default] = _empty_permuted_as_empty
+    return table
 
 
 def _joint(module: nn.Module, inputs: tuple):
@@ -68,7 +84,9 @@ def _joint(module: nn.Module, inputs: tuple):
     from torch.export.experimental import _export_forward_backward
 
     ep = export(module, inputs, strict=False).run_decompositions(_decompositions())
-    return _export_forward_backward(ep)
+    joint = _export_forward_backward(ep)
+    # the backward graph brings its own ops (e.g. empty_permuted from Llama's attention)
+    return joint.run_decompositions(_decompositions())
 
 
 def exportable_copy(prep: PreparedModel) -> nn.Module:

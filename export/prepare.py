@@ -37,6 +37,7 @@ class PrepareOptions:
     max_length: int = 64
     batch_size: int = 16
     seed: int = 0  # initialises the new head and LoRA A matrices reproducibly
+    dropout: float | None = None  # override every dropout rate (0: deterministic steps on device)
 
 
 @dataclass
@@ -125,6 +126,8 @@ def prepare(model_dir: str, opts: PrepareOptions) -> PreparedModel:
                         "weights are trained, so use --quantize none (or --adapter lora)")
     torch.manual_seed(opts.seed)
     model = load_hf(model_dir, opts.task, opts.labels)
+    if opts.dropout is not None:
+        set_dropout(model, opts.dropout)
     found = find_layout(model)
     family = found[0].family if found else "generic"
     targets: list[str] = []
@@ -137,6 +140,19 @@ def prepare(model_dir: str, opts: PrepareOptions) -> PreparedModel:
     example = example_inputs(model, opts)
     table = build_component_table(model, granularity, {k: v[:1] for k, v in example.items()})
     return PreparedModel(model, table, family, opts, quantized, targets)
+
+
+def set_dropout(model: nn.Module, rate: float) -> None:
+    """Every dropout in the modules and in the config (so a rebuild from the config matches)."""
+    if not 0.0 <= rate < 1.0:
+        raise UserError(f"--dropout must be in [0, 1), got {rate}")
+    for mod in model.modules():
+        if isinstance(mod, nn.Dropout):
+            mod.p = rate
+    cfg = getattr(model, "config", None)
+    for key, value in (vars(cfg).items() if cfg is not None else []):
+        if isinstance(value, float) and ("dropout" in key or "pdrop" in key):
+            setattr(cfg, key, rate)
 
 
 def example_inputs(model: nn.Module, opts: PrepareOptions) -> dict[str, torch.Tensor]:

@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--lora-r", type=int, default=8)
     co.add_argument("--lora-targets", default=None, help="comma-separated module names")
     co.add_argument("--programs", type=int, default=4, help="backprop cut depths to export")
+    co.add_argument("--dropout", type=float, default=None, help="override every dropout rate (0: deterministic)")
     co.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
     co.add_argument("-o", "--out", required=True, help="artifact directory to write")
 
@@ -109,7 +110,7 @@ def _compile(args) -> int:
                           lora_alpha=2 * args.lora_r,
                           lora_targets=args.lora_targets.split(",") if args.lora_targets else None,
                           granularity=args.granularity, max_length=args.max_length,
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, dropout=args.dropout)
     report = compile_artifact(args.model or default_model_dir(), args.out, backend, opts,
                               force=args.force, max_programs=args.programs)
     print(format_report(report, args.out))
