@@ -121,7 +121,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             why = " ".join(r["error"].split())[:90].replace("|", "/")
             lines.append(f"| {r['artifact']} | {r['policy']} | refused: {why} | | | | |")
             continue
-        cuts = ", ".join(f"d{k}: {v * 1000:.0f} [{r['steps_by_cut_depth'][k]}]"
+        cuts = ", ".join(f"{'d' + k if k.isdigit() else k}: {v * 1000:.0f} [{r['steps_by_cut_depth'][k]}]"
                          for k, v in sorted(r["step_s_by_cut_depth"].items(), key=lambda kv: (len(kv[0]), kv[0])))
         lines.append(f"| {r['artifact']} | {r['policy']} | {r['median_step_s'] * 1000:.0f} | {cuts} | "
                      f"{r['peak_rss_bytes'] / 1e6:.0f} | {r['backward_fraction_est']:.2f} | "
