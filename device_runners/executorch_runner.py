@@ -16,11 +16,12 @@ import numpy as np
 import torch
 
 from rgft_edge.artifact import Artifact, ArtifactError
-from rgft_edge.backend import Batch, EvalOutput, StepOutput
+from rgft_edge.backend import Batch, EvalOutput, StepOutput, shallowest_program
 
 
 class ExecuTorchBackend:
     name = "executorch"
+    activation_scores = False  # programs return parameter gradients only
 
     def __init__(self, artifact: Artifact, threads: int):
         from executorch.extension.pybindings.portable_lib import _load_for_executorch
@@ -57,17 +58,13 @@ class ExecuTorchBackend:
         return outs[0], outs[1], grads
 
     def program_for(self, trainable: np.ndarray) -> dict:
-        low = min(self.table.depths[i] for i in np.flatnonzero(trainable))
-        return [p for p in self.programs if p["min_depth"] <= low][-1]
+        return shallowest_program(self.programs, lambda p: p["min_depth"], self.table, trainable)
 
     # -- Backend interface --------------------------------------------------------------------
     def parameters(self) -> dict[str, torch.Tensor]:
         return self.master
 
     def train_step(self, batch: Batch, trainable: np.ndarray, measure_activations: bool) -> StepOutput:
-        if measure_activations:
-            raise ArtifactError("ExecuTorch programs expose no activation gradients; "
-                                "use --estimator grad-norm")
         prog = self.program_for(trainable)
         loss, _, grads = self._step(prog, batch)
         return StepOutput(float(loss), grads, None, {"program": prog["name"], "cut_depth": prog["min_depth"]})

@@ -19,7 +19,7 @@ import onnxruntime as ort
 from safetensors.numpy import load_file
 
 from rgft_edge.artifact import Artifact, ArtifactError
-from rgft_edge.backend import Batch, EvalOutput, StepOutput
+from rgft_edge.backend import Batch, EvalOutput, StepOutput, shallowest_program
 
 
 def _training_api():
@@ -53,6 +53,7 @@ class _Program:
 
 class OrtBackend:
     name = "onnxruntime"
+    activation_scores = False  # programs return parameter gradients only
 
     def __init__(self, artifact: Artifact, threads: int):
         ort.set_default_logger_severity(3)
@@ -122,17 +123,13 @@ class OrtBackend:
 
     def program_for(self, trainable: np.ndarray) -> _Program:
         """The shallowest backward that still covers the selection."""
-        low = min(self.table.depths[i] for i in np.flatnonzero(trainable))
-        return [p for p in self.programs if p.min_depth <= low][-1]
+        return shallowest_program(self.programs, lambda p: p.min_depth, self.table, trainable)
 
     # -- Backend interface --------------------------------------------------------------------
     def parameters(self) -> dict[str, np.ndarray]:
         return self.master
 
     def train_step(self, batch: Batch, trainable: np.ndarray, measure_activations: bool) -> StepOutput:
-        if measure_activations:
-            raise ArtifactError("ONNX Runtime programs expose no activation gradients; "
-                                "use --estimator grad-norm")
         prog = self.program_for(trainable)
         self._sync(prog)
         prog.module.train()

@@ -34,9 +34,17 @@ class EvalOutput:
     metrics: dict[str, float]
 
 
+def shallowest_program(programs: list, cut_of, table: ComponentTable, trainable: np.ndarray):
+    """The program with the shallowest backprop cut that still covers the selection
+    (`programs` sorted by cut depth; `cut_of(program)` gives its minimum trainable depth)."""
+    low = min(table.depths[i] for i in np.flatnonzero(trainable))
+    return [p for p in programs if cut_of(p) <= low][-1]
+
+
 class Backend(Protocol):
     table: ComponentTable
     name: str
+    activation_scores: bool  # False: the backend cannot observe activation gradients
 
     def parameters(self) -> MutableMapping[str, Any]:
         """Trainable parameter buffers by name, updated in place by the optimizer."""

@@ -18,6 +18,7 @@ import numpy as np
 from .backend import Backend, Batch
 from .costs import CostModel
 from .error_map import ErrorMap
+from .errors import UserError
 from .estimators import compute_scores
 from .optim import ComponentAdamW
 from .policies import Policy, Selection
@@ -87,6 +88,9 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
     """Run the RGFT loop over `batches`. `should_stop(step)` returns a reason to stop cleanly
     (budget spent); `constrain(selection, step)` may shrink a selection (memory guard)."""
     table = backend.table
+    if settings.estimator == "activation" and not getattr(backend, "activation_scores", True):
+        raise UserError(f"the {backend.name} backend exposes no activation gradients; "
+                        "use --estimator grad-norm")
     depth = np.array(table.depths)
     sizes = np.array([c.num_params for c in table])
     result = LoopResult()

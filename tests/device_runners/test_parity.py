@@ -86,3 +86,13 @@ def test_executorch_adapted_weights_run_in_the_inference_program(backends, tmp_p
     logits = method.execute([torch.as_tensor(b[n]) for n in et.data_inputs])[0]
     _, ref, _ = et._step(et.programs[-1], b)
     torch.testing.assert_close(logits, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "executorch"])
+def test_activation_scores_are_refused_clearly_on_exported_backends(backends, backend):
+    from rgft_edge.errors import UserError
+
+    b = backends[backend]
+    with pytest.raises(UserError, match="--estimator grad-norm"):
+        train(b, Fixed(np.ones(len(b.table))), ErrorMap(len(b.table)), ComponentAdamW(b.table, 1e-2),
+              [batch()], LoopSettings("activation"))
