@@ -153,6 +153,13 @@ class TorchEagerBackend:
     def trainable_state(self) -> dict[str, np.ndarray]:
         return {n: p.detach().cpu().contiguous().numpy().copy() for n, p in self._params.items()}
 
+    def rng_state(self) -> np.ndarray:
+        """Torch's CPU generator (dropout masks), so a resumed run draws the same masks."""
+        return torch.get_rng_state().numpy().copy()
+
+    def set_rng_state(self, state: np.ndarray) -> None:
+        torch.set_rng_state(torch.from_numpy(np.asarray(state, dtype=np.uint8).copy()))
+
     def close(self) -> None:
         for h in self._handles:
             h.remove()

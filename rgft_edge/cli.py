@@ -56,12 +56,28 @@ def config_from_args(ns: argparse.Namespace) -> FinetuneConfig:
     return FinetuneConfig(**values)
 
 
+def resumed_config(run_dir: str) -> tuple[FinetuneConfig, dict]:
+    """The interrupted run's own resolved configuration, writing into the same directory."""
+    import json
+
+    path = Path(run_dir) / "config.json"
+    try:
+        saved = json.loads(path.read_text())
+        cfg = FinetuneConfig(**saved["config"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: cannot resume from this run directory ({e})") from e
+    cfg.out = str(run_dir)
+    return cfg.validate(), saved
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rgft-edge", description="Residual-Guided Fine-Tuning for edge devices")
     sub = p.add_subparsers(dest="command", required=True)
     ft = sub.add_parser("finetune", help="fine-tune a model with RGFT selection (eager torch)")
     add_config_flags(ft)
     ft.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ft.add_argument("--resume", default=None, metavar="RUN_DIR",
+                    help="continue an interrupted run from its last checkpoint (its own config is used)")
 
     co = sub.add_parser("compile", help="host: quantize, add adapters, partition, export an artifact")
     co.add_argument("--model", default=None, help="HF model directory (default: the shipped MiniLM)")
@@ -87,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("artifact", help="artifact directory written by `rgft-edge compile`")
     tr.add_argument("--steps", type=int, default=None, dest="steps", help="stop after N steps")
     add_config_flags(tr, exclude=ARTIFACT_FIXED + ("max_steps",))
+    tr.add_argument("--resume", default=None, metavar="RUN_DIR",
+                    help="continue an interrupted run from its last checkpoint (its own config is used)")
     tr.set_defaults(budget=None)  # artifacts differ in forward share: default to half the backward
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -134,9 +152,14 @@ def format_report(r: dict, out: str) -> str:
 def _train(args) -> int:
     from .recipes.train import train_artifact
 
-    cfg = config_from_args(args)
-    cfg.max_steps = args.steps
-    summary = train_artifact(args.artifact, cfg, progress=not args.no_progress)
+    if args.resume:
+        cfg, saved = resumed_config(args.resume)
+        summary = train_artifact(saved.get("artifact", args.artifact), cfg, progress=not args.no_progress,
+                                 resume=True)
+    else:
+        cfg = config_from_args(args)
+        cfg.max_steps = args.steps
+        summary = train_artifact(args.artifact, cfg, progress=not args.no_progress)
     from .session import format_summary
 
     print(format_summary(summary))
@@ -167,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
             from .recipes.finetune import finetune
             from .session import format_summary
 
-            summary = finetune(config_from_args(args).validate(), progress=not args.no_progress)
+            if args.resume:
+                cfg, _ = resumed_config(args.resume)
+                summary = finetune(cfg, progress=not args.no_progress, resume=True)
+            else:
+                summary = finetune(config_from_args(args).validate(), progress=not args.no_progress)
             print(format_summary(summary))
             return summary["exit_code"]
         if args.command == "compile":

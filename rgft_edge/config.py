@@ -49,6 +49,7 @@ class FinetuneConfig:
     energy_budget: str | None = None  # e.g. 2Wh or 500J: the run stops cleanly when it is spent
     time_budget: str | None = None  # e.g. 20m, 90s, 1h: likewise for wall time
     country: str = "USA"  # ISO code for the CO2-equivalent (codecarbon, offline)
+    checkpoint_every: int = 50  # steps between atomic checkpoints (0: only when a budget stops the run)
 
     def validate(self) -> "FinetuneConfig":
         checks = [

@@ -31,6 +31,7 @@ class LoopSettings:
     probe_first_step: bool = True  # step 0 trains everything so every component gets a score
     eval_every: int = 0  # steps between held-out evaluations during training (0: only at the end)
     max_steps: int | None = None
+    start_step: int = 0  # resume: batches before this step are skipped (same seeded order)
 
 
 @dataclass
@@ -96,6 +97,8 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
     result = LoopResult()
     params = backend.parameters()
     for step, batch in enumerate(batches):
+        if step < settings.start_step:
+            continue
         if settings.max_steps is not None and step >= settings.max_steps:
             break
         if should_stop is not None and (reason := should_stop(step)):

@@ -52,12 +52,16 @@ class RunWriter:
     def write_json(self, name: str, obj) -> None:
         write_json(self.root / name, obj)
 
+    def add_rows(self, record: dict) -> None:
+        """The error-map and selection rows of one step record (also used when resuming)."""
+        self.error_rows.append(np.asarray(record["scores"], dtype=np.float64))
+        sel = np.zeros(self.k, bool)
+        sel[record["selected"]] = True
+        self.selected_rows.append(sel)
+
     def log(self, record: dict) -> None:
         if record.get("type") == "step":
-            self.error_rows.append(np.asarray(record["scores"], dtype=np.float64))
-            sel = np.zeros(self.k, bool)
-            sel[record["selected"]] = True
-            self.selected_rows.append(sel)
+            self.add_rows(record)
         self._metrics.write(json.dumps(record, default=_default) + "\n")
         self._metrics.flush()
 

@@ -18,6 +18,7 @@ import numpy as np
 from .backend import Backend
 from .budgets import EXIT_CODES, BudgetController
 from .checkpoint import save_checkpoint
+from .resume import load_checkpoint, restore, trim_metrics
 from .config import FinetuneConfig
 from .costs import CostModel
 from .data import TextDataset, load_dataset, split
@@ -79,7 +80,7 @@ def _memory_guard(cfg: FinetuneConfig, backend: Backend, memory_meter, sample_ba
 
 def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, data: TextDataset,
                 train_ds: TextDataset, test_ds: TextDataset, meta: dict, progress: bool = True,
-                drop_last: bool = False) -> dict:
+                drop_last: bool = False, resume: bool = False) -> dict:
     t_start = time.perf_counter()
     table = backend.table
     _, energy_budget, time_budget = cfg.budgets()
@@ -95,7 +96,16 @@ def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, dat
     optimizer = ComponentAdamW(table, cfg.lr, weight_decay=cfg.weight_decay, evict_after=cfg.evict_after)
 
     out = Path(cfg.out or f"runs/{Path(cfg.data).stem}-{cfg.policy}-{time.strftime('%Y%m%d-%H%M%S')}")
+    start, prior = 0, {"energy_j": 0.0, "train_time_s": 0.0}
+    if resume:  # before the writer opens metrics.jsonl: later records are trimmed away
+        ck = load_checkpoint(out)
+        start = restore(ck, backend.parameters(), optimizer, error_map, policy, backend)
+        prior = {k: ck["state"].get(k, 0.0) for k in prior}
+        kept = trim_metrics(out, start)
     writer = RunWriter(out, len(table))
+    if resume:
+        for rec in kept:
+            writer.add_rows(rec)
     writer.write_json("config.json", {
         "config": cfg.to_dict(), **meta, "backend": backend.name,
         "environment": {"python": platform.python_version(), "machine": platform.machine(),
@@ -114,7 +124,8 @@ def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, dat
     if n_batches < 1:
         raise UserError(f"{len(train_ds)} training examples make no full batch of {cfg.batch_size}")
     total = n_batches * cfg.epochs if cfg.max_steps is None else min(n_batches * cfg.epochs, cfg.max_steps)
-    settings = LoopSettings(cfg.estimator, cfg.p_norm, eval_every=cfg.eval_every, max_steps=total)
+    settings = LoopSettings(cfg.estimator, cfg.p_norm, eval_every=cfg.eval_every, max_steps=total,
+                            start_step=start)
     train_batches = batches(encoder, train_ds.texts, train_ds.labels, cfg.batch_size, cfg.seed,
                             cfg.epochs, drop_last=drop_last)
     sample = next(batches(encoder, train_ds.texts[: cfg.batch_size], train_ds.labels[: cfg.batch_size],
@@ -124,23 +135,32 @@ def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, dat
     energy.start()
     budgets = BudgetController(policy, total, energy_budget, time_budget, guard, energy,
                                state_mask=lambda: _state_mask(optimizer, len(table)))
-    with StepProgress(total, len(table), enabled=progress) as bar:
+    def checkpoint(step_done: int, reason: str | None = None) -> str:
+        extra = {"seed": cfg.seed, "policy": policy.state_dict(),
+                 "energy_j": prior["energy_j"] + energy.snapshot().energy_j,
+                 "train_time_s": prior["train_time_s"] + time.perf_counter() - t_start,
+                 "rng": backend.rng_state().tolist() if hasattr(backend, "rng_state") else None}
+        if reason:
+            extra["stop_reason"] = reason
+        return str(save_checkpoint(out, step_done, backend.parameters(), optimizer, error_map, extra))
+
+    with StepProgress(total - start, len(table), enabled=progress) as bar:
         def on_step(record):
             if guard is not None and budgets.predicted_peaks:
                 guard.model.calibrate(memory.peak_rss_bytes, budgets.predicted_peaks[-1])
             record["rss_bytes"] = memory.current_rss_bytes
             writer.log(record)
             bar.update(record)
+            if cfg.checkpoint_every and (record["step"] + 1) % cfg.checkpoint_every == 0:
+                checkpoint(record["step"] + 1)
 
         result = train(backend, policy, error_map, optimizer, train_batches, settings, cost=cost,
                        on_step=on_step, evaluate=evaluate, should_stop=budgets.should_stop,
                        constrain=budgets.constrain if guard is not None else None)
-    energy_result = energy.stop()
-    checkpoint = None
+    ck_path = None
     if result.stop_reason != "completed":  # stopped by a budget: keep everything to resume from
-        checkpoint = str(save_checkpoint(out, result.steps, backend.parameters(), optimizer, error_map,
-                                         {"stop_reason": result.stop_reason, "seed": cfg.seed,
-                                          "energy_j": energy_result.energy_j}))
+        ck_path = checkpoint(start + result.steps, result.stop_reason)
+    energy_result = energy.stop()
     final = evaluate(result.steps - 1)
     memory.stop()
     writer.write_json("eval.json", {"held_out": len(test_ds), **final})
@@ -150,7 +170,8 @@ def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, dat
     step_times = np.array(result.step_times)
     summary = {
         "run_dir": str(out), "backend": backend.name, "policy": cfg.policy,
-        "granularity": table.granularity, "estimator": cfg.estimator, "steps": result.steps,
+        "granularity": table.granularity, "estimator": cfg.estimator, "steps": start + result.steps,
+        "resumed_from_step": start if resume else None,
         "skipped_steps": result.skipped_steps, "stop_reason": result.stop_reason,
         "held_out_examples": len(test_ds), "train_examples": len(train_ds),
         **{f"held_out_{k}": v for k, v in final.items()},
@@ -168,7 +189,8 @@ def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, dat
         "memory_budget_bytes": guard.budget if guard else None,
         "memory_guard_shrunk_steps": guard.shrunk_steps if guard else 0,
         "energy_budget_j": energy_budget, "time_budget_s": time_budget,
-        "budget_adjustments": budgets.adjustments, "checkpoint": checkpoint,
+        "budget_adjustments": budgets.adjustments, "checkpoint": ck_path,
+        "energy_j_including_earlier_sessions": prior["energy_j"] + energy_result.energy_j,
         "exit_code": EXIT_CODES.get(result.stop_reason, 1),
     }
     writer.write_json("summary.json", summary)

@@ -66,7 +66,7 @@ def set_threads(n: int) -> None:
         pass  # already set in this process
 
 
-def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict:
+def finetune(cfg: FinetuneConfig, progress: bool = True, resume: bool = False) -> dict:
     import torch
 
     from rgft_edge.device_runners.torch_eager import TorchEagerBackend
@@ -87,6 +87,6 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict:
     backend = TorchEagerBackend(model, table)
     meta = {"model_dir": model_dir, "environment": _environment(), "load_time_s": time.perf_counter() - t0}
     try:
-        return run_session(cfg, backend, encoder, data, train_ds, test_ds, meta, progress)
+        return run_session(cfg, backend, encoder, data, train_ds, test_ds, meta, progress, resume=resume)
     finally:
         backend.close()

@@ -33,7 +33,7 @@ def open_backend(artifact: Artifact, threads: int):
     raise ArtifactError(f"{artifact.root}: unknown backend {artifact.backend!r}")
 
 
-def train_artifact(artifact_dir: str, cfg: FinetuneConfig, progress: bool = True) -> dict:
+def train_artifact(artifact_dir: str, cfg: FinetuneConfig, progress: bool = True, resume: bool = False) -> dict:
     cfg = cfg.resolved()
     t0 = time.perf_counter()
     artifact = load_artifact(artifact_dir)
@@ -47,7 +47,8 @@ def train_artifact(artifact_dir: str, cfg: FinetuneConfig, progress: bool = True
     meta = {"artifact": str(Path(artifact_dir).resolve()), "environment": backend.environment(),
             "load_time_s": time.perf_counter() - t0}
     try:
-        summary = run_session(cfg, backend, encoder, data, train_ds, test_ds, meta, progress, drop_last=True)
+        summary = run_session(cfg, backend, encoder, data, train_ds, test_ds, meta, progress, drop_last=True,
+                              resume=resume)
         summary["exported"] = backend.export_adapted(Path(summary["run_dir"]) / "adapted")
     finally:
         backend.close()
