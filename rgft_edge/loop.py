@@ -31,6 +31,7 @@ class LoopSettings:
     probe_first_step: bool = True  # step 0 trains everything so every component gets a score
     eval_every: int = 0  # steps between held-out evaluations during training (0: only at the end)
     max_steps: int | None = None
+    max_faults: int = 3  # consecutive non-finite steps before `on_fault` (restore + lower LR)
     start_step: int = 0  # resume: batches before this step are skipped (same seeded order)
 
 
@@ -85,9 +86,12 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
           on_step: Callable[[dict], None] | None = None,
           evaluate: Callable[[int], dict] | None = None,
           should_stop: Callable[[int], str | None] | None = None,
-          constrain: Callable[[Selection, int], Selection] | None = None) -> LoopResult:
+          constrain: Callable[[Selection, int], Selection] | None = None,
+          on_fault: Callable[[int], bool] | None = None) -> LoopResult:
     """Run the RGFT loop over `batches`. `should_stop(step)` returns a reason to stop cleanly
-    (budget spent); `constrain(selection, step)` may shrink a selection (memory guard)."""
+    (budget spent); `constrain(selection, step)` may shrink a selection (memory guard);
+    `on_fault(step)` is called after `max_faults` non-finite steps in a row and returns whether
+    training may go on (e.g. it restored the last good checkpoint and lowered the LR)."""
     table = backend.table
     if settings.estimator == "activation" and not getattr(backend, "activation_scores", True):
         raise UserError(f"the {backend.name} backend exposes no activation gradients; "
@@ -96,6 +100,7 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
     sizes = np.array([c.num_params for c in table])
     result = LoopResult()
     params = backend.parameters()
+    faults = 0
     for step, batch in enumerate(batches):
         if step < settings.start_step:
             continue
@@ -127,6 +132,7 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
 
         result.steps += 1
         result.skipped_steps += 0 if ok else 1
+        faults = 0 if ok else faults + 1
         result.tracking_time_s += t_track
         result.total_time_s += dt
         result.selected_counts.append(int(sel.mask.sum()))
@@ -147,6 +153,11 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
         }
         if on_step is not None:
             on_step(record)
+        if faults >= settings.max_faults:
+            faults = 0
+            if on_fault is None or not on_fault(step):
+                result.stop_reason = "non-finite loss"
+                break
         if evaluate is not None and settings.eval_every and (step + 1) % settings.eval_every == 0:
             evaluate(step)
     return result

@@ -154,9 +154,23 @@ def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, dat
             if cfg.checkpoint_every and (record["step"] + 1) % cfg.checkpoint_every == 0:
                 checkpoint(record["step"] + 1)
 
+        recoveries = []
+
+        def on_fault(step: int) -> bool:
+            """Repeated NaN/inf: go back to the last good checkpoint and halve the LR (3 times)."""
+            if len(recoveries) >= 3:
+                return False
+            if (out / "checkpoint" / "state.json").is_file():
+                restore(load_checkpoint(out), backend.parameters(), optimizer, error_map, policy, backend)
+            optimizer.lr *= 0.5
+            recoveries.append({"step": step, "lr": optimizer.lr})
+            writer.log({"type": "fault", "step": step, "action": "restored last checkpoint, LR halved",
+                        "lr": optimizer.lr})
+            return True
+
         result = train(backend, policy, error_map, optimizer, train_batches, settings, cost=cost,
                        on_step=on_step, evaluate=evaluate, should_stop=budgets.should_stop,
-                       constrain=budgets.constrain if guard is not None else None)
+                       constrain=budgets.constrain if guard is not None else None, on_fault=on_fault)
     ck_path = None
     if result.stop_reason != "completed":  # stopped by a budget: keep everything to resume from
         ck_path = checkpoint(start + result.steps, result.stop_reason)
@@ -191,6 +205,7 @@ def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, dat
         "energy_budget_j": energy_budget, "time_budget_s": time_budget,
         "budget_adjustments": budgets.adjustments, "checkpoint": ck_path,
         "energy_j_including_earlier_sessions": prior["energy_j"] + energy_result.energy_j,
+        "fault_recoveries": recoveries,
         "exit_code": EXIT_CODES.get(result.stop_reason, 1),
     }
     writer.write_json("summary.json", summary)
