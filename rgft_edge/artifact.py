@@ -106,6 +106,13 @@ def load_artifact(root: str | os.PathLike, verify_hashes: bool = True,
     missing = [k for k in REQUIRED if k not in manifest]
     if missing:
         raise ArtifactError(f"{mpath}: missing field(s) {missing}")
+    spec = manifest["input_spec"]
+    if not (isinstance(spec, dict) and isinstance(spec.get("names"), list)
+            and isinstance(spec.get("batch_size"), int) and spec["batch_size"] > 0
+            and isinstance(spec.get("max_length"), int) and spec["max_length"] > 0):
+        raise ArtifactError(f"{mpath}: input_spec must give names, a positive batch_size and max_length")
+    if not isinstance(manifest["trainable"], list):
+        raise ArtifactError(f"{mpath}: 'trainable' must list parameter names")
     if manifest["backend"] not in BACKENDS:
         raise ArtifactError(f"{mpath}: unknown backend {manifest['backend']!r}")
     files = manifest["files"]
@@ -127,7 +134,82 @@ def load_artifact(root: str | os.PathLike, verify_hashes: bool = True,
             if p.is_file() and rel != MANIFEST and rel not in files:
                 raise ArtifactError(f"{p}: unexpected file not listed in the manifest")
     try:
-        ComponentTable.from_dict(manifest["components"])
+        table = ComponentTable.from_dict(manifest["components"])
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactError(f"{mpath}: malformed component table ({e})") from e
+    for name in files:
+        if name.endswith(".safetensors"):
+            check_safetensors(root / name)
+    trainable_file = root / "weights" / "trainable.safetensors"
+    if "weights/trainable.safetensors" in files:
+        _check_trainable(trainable_file, table, manifest["trainable"])
     return Artifact(root, manifest)
+
+
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+                "U8": 1, "BOOL": 1}
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+
+
+def check_safetensors(path: Path) -> dict:
+    """Read a safetensors header without loading tensors; refuse a header or tensor that claims
+    more bytes than the file has, overlaps another, or uses an unknown dtype."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ArtifactError(f"{path}: too short to be a safetensors file")
+        n = int.from_bytes(head, "little")
+        if n <= 0 or n > min(MAX_HEADER_BYTES, size - 8):
+            raise ArtifactError(f"{path}: safetensors header of {n} bytes does not fit a {size}-byte file")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ArtifactError(f"{path}: unreadable safetensors header ({e})") from e
+    if not isinstance(header, dict):
+        raise ArtifactError(f"{path}: safetensors header is not a mapping")
+    data = size - 8 - n
+    spans = []
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (a, b) = meta["dtype"], meta["shape"], meta["data_offsets"]
+            count = 1
+            for d in shape:
+                if not isinstance(d, int) or d < 0:
+                    raise ValueError(f"bad dimension {d!r}")
+                count *= d
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"{path}: tensor {name!r} has a malformed entry ({e})") from e
+        if dtype not in _DTYPE_BYTES:
+            raise ArtifactError(f"{path}: tensor {name!r} has unsupported dtype {dtype!r}")
+        if not (0 <= a <= b <= data) or b - a != count * _DTYPE_BYTES[dtype]:
+            raise ArtifactError(f"{path}: tensor {name!r} claims {count} x {dtype} at bytes {a}..{b}, "
+                                f"outside or inconsistent with the {data} data bytes (oversized?)")
+        spans.append((a, b, name))
+    spans.sort()
+    for (a0, b0, n0), (a1, b1, n1) in zip(spans, spans[1:]):
+        if a1 < b0:
+            raise ArtifactError(f"{path}: tensors {n0!r} and {n1!r} overlap")
+    return header
+
+
+def _check_trainable(path: Path, table: ComponentTable, trainable: list) -> None:
+    header = {k: v for k, v in check_safetensors(path).items() if k != "__metadata__"}
+    if set(header) != set(trainable):
+        extra, missing = sorted(set(header) - set(trainable)), sorted(set(trainable) - set(header))
+        raise ArtifactError(f"{path}: tensors do not match the manifest's trainable set "
+                            f"(unexpected {extra[:3]}, missing {missing[:3]})")
+    expected: dict[str, int] = {}
+    for comp in table:
+        for ref in comp.params:
+            shape = header[ref.name]["shape"] if ref.name in header else []
+            expected[ref.name] = expected.get(ref.name, 0) + ref.numel(shape)
+    for name, meta in header.items():
+        count = 1
+        for d in meta["shape"]:
+            count *= d
+        if expected.get(name, 0) != count:
+            raise ArtifactError(f"{path}: tensor {name!r} has {count} elements, the component table "
+                                f"covers {expected.get(name, 0)}")

@@ -77,6 +77,26 @@ def choose(policy: Policy, error_map: ErrorMap, step: int, estimator: str, depth
     return sel, forced
 
 
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or "out of memory" in str(e).lower() or "bad_alloc" in str(e)
+
+
+def _step_shrinking_on_oom(backend: Backend, batch: Batch, sel: Selection, depth: np.ndarray,
+                           measure: bool):
+    """Run the step; on out-of-memory drop the lowest selected component (its activations and
+    everything below it leave the backward pass) and retry, rather than losing the run."""
+    while True:
+        try:
+            return backend.train_step(batch, sel.mask, measure), sel
+        except (MemoryError, RuntimeError) as e:
+            if not _is_oom(e) or sel.mask.sum() <= 1:
+                raise
+            idx = np.flatnonzero(sel.mask)
+            mask = sel.mask.copy()
+            mask[idx[np.argmin(depth[idx])]] = False
+            sel = Selection.of(mask, sel.lr_mult)
+
+
 def _finite_grads(grads) -> bool:
     return all(math.isfinite(float(abs(g).sum())) for g in grads.values())
 
@@ -116,7 +136,7 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
             sel = constrain(sel, step)
         t_sel = time.perf_counter() - t0
 
-        out = backend.train_step(batch, sel.mask, settings.estimator == "activation")
+        out, sel = _step_shrinking_on_oom(backend, batch, sel, depth, settings.estimator == "activation")
         ok = math.isfinite(out.loss) and _finite_grads(out.grads)
 
         t1 = time.perf_counter()

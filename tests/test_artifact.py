@@ -81,3 +81,49 @@ def test_path_traversal_in_manifest(artifact, name):
 def test_missing_directory(tmp_path):
     with pytest.raises(ArtifactError, match="artifact directory not found"):
         load_artifact(tmp_path / "nope")
+
+
+def rehash(root):
+    """What an attacker who also rewrites the manifest's hashes would do."""
+    from rgft_edge.artifact import sha256_file
+
+    m = json.loads((root / "manifest.json").read_text())
+    for name in m["files"]:
+        p = root / name
+        m["files"][name] = {"sha256": sha256_file(p), "size": p.stat().st_size}
+    (root / "manifest.json").write_text(json.dumps(m))
+
+
+def test_oversized_tensor_claim_is_refused_even_with_matching_hashes(artifact):
+    p = artifact / "weights/trainable.safetensors"
+    raw = p.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    name = next(k for k in header if k != "__metadata__")
+    header[name]["shape"] = [10 ** 9, 10 ** 3]  # claims a terabyte
+    new = json.dumps(header).encode()
+    p.write_bytes(len(new).to_bytes(8, "little") + new + raw[8 + n:])
+    rehash(artifact)
+    with pytest.raises(ArtifactError, match=r"trainable.safetensors: tensor .* outside or inconsistent"):
+        load_artifact(artifact)
+
+
+def test_header_larger_than_file_is_refused(artifact):
+    p = artifact / "weights/frozen.safetensors"
+    raw = p.read_bytes()
+    p.write_bytes((10 ** 12).to_bytes(8, "little") + raw[8:])
+    rehash(artifact)
+    with pytest.raises(ArtifactError, match="frozen.safetensors: safetensors header"):
+        load_artifact(artifact)
+
+
+def test_trainable_tensors_must_match_the_manifest(artifact):
+    from safetensors.numpy import load_file, save_file
+
+    p = artifact / "weights/trainable.safetensors"
+    tensors = load_file(str(p))
+    tensors["evil.extra.weight"] = tensors[next(iter(tensors))]
+    save_file(tensors, str(p))
+    rehash(artifact)
+    with pytest.raises(ArtifactError, match="do not match the manifest's trainable set"):
+        load_artifact(artifact)

@@ -55,3 +55,47 @@ def test_staleness_bound_for_any_measurement_pattern(k, bound, picks):
         measured[pick % k] = True
         em.update(step, measured | em.stale(step, measured), np.ones(k))
         assert em.ages(step).max() <= bound
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=400))
+def test_data_loader_never_tracebacks_on_any_bytes(tmp_path_factory, blob):
+    from rgft_edge.data import load_file
+    from rgft_edge.errors import DataError
+
+    for suffix in (".csv", ".jsonl"):
+        p = tmp_path_factory.mktemp("d") / f"data{suffix}"
+        p.write_bytes(b"text,label\n" + blob if suffix == ".csv" else blob)
+        try:
+            ds = load_file(p)
+            assert len(ds) == len(ds.labels) and len(ds.label_names) >= 2
+        except DataError:
+            pass
+
+
+_MANIFEST_EDITS = st.sampled_from(["drop", "type", "schema_version", "files", "components", "backend"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(_MANIFEST_EDITS, st.one_of(st.none(), st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=3),
+                                  st.dictionaries(st.text(max_size=4), st.integers(), max_size=2)))
+def test_manifest_loader_refuses_any_mangled_manifest_cleanly(tiny_artifacts, tmp_path_factory, edit, value):
+    import json
+    import shutil
+
+    from rgft_edge.artifact import ArtifactError, load_artifact
+
+    root = tmp_path_factory.mktemp("m") / "a"
+    shutil.copytree(tiny_artifacts["torch"], root)
+    m = json.loads((root / "manifest.json").read_text())
+    key = {"drop": "trainable", "type": "input_spec"}.get(edit, edit)
+    if edit == "drop":
+        m.pop(key)
+    else:
+        m[key] = value
+    (root / "manifest.json").write_text(json.dumps(m))
+    try:
+        load_artifact(root)
+    except ArtifactError:
+        return
+    raise AssertionError(f"a manifest with {edit!r} set to {value!r} was accepted")

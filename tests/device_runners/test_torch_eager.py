@@ -157,3 +157,42 @@ def test_non_finite_loss_skips_the_update():
                 batches, LoopSettings())
     assert res.skipped_steps == 3
     assert all(torch.equal(before[n], t) for n, t in backend.parameters().items())
+
+
+def test_out_of_memory_shrinks_the_selection_and_retries():
+    model = tiny_bert()
+    b = text_batch()
+    table = build_component_table(model, "block", {"input_ids": b["input_ids"]})
+    backend = TorchEagerBackend(model, table)
+    real = backend.train_step
+    seen = []
+
+    def limited(batch, mask, measure):  # pretend only 2 components fit in memory
+        seen.append(int(mask.sum()))
+        if mask.sum() > 2:
+            raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate; out of memory")
+        return real(batch, mask, measure)
+
+    backend.train_step = limited
+    records = []
+    res = train(backend, Fixed(np.ones(len(table))), ErrorMap(len(table)), ComponentAdamW(table, 1e-2),
+                [np_batch(b)] * 2, LoopSettings(), on_step=records.append)
+    assert res.steps == 2 and all(len(r["selected"]) == 2 for r in records)
+    assert seen[:len(table) - 1] == list(range(len(table), 1, -1))  # dropped one at a time
+    top2 = sorted(range(len(table)), key=lambda i: table[i].depth)[-2:]
+    assert sorted(records[0]["selected"]) == sorted(top2)  # the lowest went first
+
+
+def test_errors_that_are_not_oom_propagate():
+    model = tiny_bert()
+    b = text_batch()
+    table = build_component_table(model, "block", {"input_ids": b["input_ids"]})
+    backend = TorchEagerBackend(model, table)
+
+    def broken(batch, mask, measure):
+        raise RuntimeError("shape mismatch")
+
+    backend.train_step = broken
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        train(backend, Fixed(np.ones(len(table))), ErrorMap(len(table)), ComponentAdamW(table, 1e-2),
+              [np_batch(b)], LoopSettings())
