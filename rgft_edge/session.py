@@ -144,6 +144,7 @@ def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, dat
             extra["stop_reason"] = reason
         return str(save_checkpoint(out, step_done, backend.parameters(), optimizer, error_map, extra))
 
+    last_ck = [time.perf_counter()]
     with StepProgress(total - start, len(table), enabled=progress) as bar:
         def on_step(record):
             if guard is not None and budgets.predicted_peaks:
@@ -151,8 +152,11 @@ def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, dat
             record["rss_bytes"] = memory.current_rss_bytes
             writer.log(record)
             bar.update(record)
-            if cfg.checkpoint_every and (record["step"] + 1) % cfg.checkpoint_every == 0:
+            due_steps = cfg.checkpoint_every and (record["step"] + 1) % cfg.checkpoint_every == 0
+            due_time = cfg.checkpoint_seconds and time.perf_counter() - last_ck[0] >= cfg.checkpoint_seconds
+            if due_steps or due_time:
                 checkpoint(record["step"] + 1)
+                last_ck[0] = time.perf_counter()
 
         recoveries = []
 

@@ -47,3 +47,11 @@ def test_persistent_nan_stops_with_status_5(monkeypatch, tiny_model_dir, sentime
     assert s["stop_reason"] == "non-finite loss" and s["exit_code"] == 5
     assert len(s["fault_recoveries"]) == 3
     assert (tmp_path / "r" / "checkpoint" / "state.json").is_file()
+
+
+def test_time_based_checkpoints(tiny_model_dir, sentiment_csv, tmp_path):
+    c = cfg(tiny_model_dir, sentiment_csv, tmp_path / "r")
+    c.checkpoint_every, c.checkpoint_seconds = 0, 1e-9  # every step, by the clock
+    s = finetune(c, progress=False)
+    state = json.loads((tmp_path / "r" / "checkpoint" / "state.json").read_text())
+    assert state["step"] == s["steps"]
