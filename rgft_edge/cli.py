@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("-o", "--out", required=True, help="artifact directory to write")
 
     tr = sub.add_parser("train", help="device: train a compiled artifact with RGFT selection")
-    tr.add_argument("artifact", help="artifact directory written by `rgft-edge compile`")
+    tr.add_argument("artifact", nargs="?", help="artifact directory written by `rgft-edge compile` "
+                    "(not needed with --resume)")
     tr.add_argument("--steps", type=int, default=None, dest="steps", help="stop after N steps")
     add_config_flags(tr, exclude=ARTIFACT_FIXED + ("max_steps",))
     tr.add_argument("--resume", default=None, metavar="RUN_DIR",
@@ -154,9 +155,11 @@ def _train(args) -> int:
 
     if args.resume:
         cfg, saved = resumed_config(args.resume)
-        summary = train_artifact(saved.get("artifact", args.artifact), cfg, progress=not args.no_progress,
+        summary = train_artifact(saved.get("artifact") or args.artifact, cfg, progress=not args.no_progress,
                                  resume=True)
     else:
+        if not args.artifact:
+            raise UserError("train needs an ARTIFACT directory (or --resume RUN_DIR)")
         cfg = config_from_args(args)
         cfg.max_steps = args.steps
         summary = train_artifact(args.artifact, cfg, progress=not args.no_progress)

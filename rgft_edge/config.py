@@ -86,6 +86,8 @@ class FinetuneConfig:
             prof = load_profile(cfg.profile)
             if cfg.memory_budget is None and prof.defaults.get("memory_budget"):
                 cfg.memory_budget = str(prof.defaults["memory_budget"])
+            if "checkpoint_every" in prof.defaults and self.checkpoint_every == FinetuneConfig.checkpoint_every:
+                cfg.checkpoint_every = int(prof.defaults["checkpoint_every"])
         if cfg.threads is None:
             cfg.threads = prof.default_threads if prof else 2
         return cfg.validate()
