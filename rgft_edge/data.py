@@ -84,11 +84,14 @@ def _rows(path: Path):
         return
     if suffix not in (".csv", ".tsv"):
         raise DataError(f"{path}: unsupported data format {suffix!r}; use .csv, .tsv or .jsonl")
-    text = raw.decode("utf-8", errors="surrogateescape")
-    reader = csv.DictReader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ",")
-    for row in reader:
-        bad = any(isinstance(v, str) and any("\udc80" <= ch <= "\udcff" for ch in v) for v in row.values())
-        yield reader.line_num, None if bad or None in row else row
+    text = raw.decode("utf-8", errors="surrogateescape").replace("\x00", "")
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+    try:
+        for row in reader:
+            bad = any(isinstance(v, str) and any("\udc80" <= ch <= "\udcff" for ch in v) for v in row.values())
+            yield reader.line_num, None if bad or None in row else row
+    except csv.Error as e:
+        raise DataError(f"{path}:{reader.line_num}: not readable as CSV ({e})") from e
 
 
 def load_file(path: str | os.PathLike, text_column: str = "text", label_column: str = "label",
