@@ -144,11 +144,16 @@ def test_activation_estimator_through_the_loop(make):
     assert all(len(r["measured"]) >= len(r["selected"]) for r in records)
 
 
-def test_non_finite_loss_skips_the_update():
+def tiny_backend():
+    """A tiny BERT in the eager backend, block granularity, with one batch."""
     model = tiny_bert()
     b = text_batch()
     table = build_component_table(model, "block", {"input_ids": b["input_ids"]})
-    backend = TorchEagerBackend(model, table)
+    return TorchEagerBackend(model, table), table, b
+
+
+def test_non_finite_loss_skips_the_update():
+    backend, table, b = tiny_backend()
     real_loss = backend.loss_fn
     backend.loss_fn = lambda m, t: (real_loss(m, t)[0] * float("nan"), None)
     before = {n: t.clone() for n, t in backend.parameters().items()}
@@ -160,10 +165,7 @@ def test_non_finite_loss_skips_the_update():
 
 
 def test_out_of_memory_shrinks_the_selection_and_retries():
-    model = tiny_bert()
-    b = text_batch()
-    table = build_component_table(model, "block", {"input_ids": b["input_ids"]})
-    backend = TorchEagerBackend(model, table)
+    backend, table, b = tiny_backend()
     real = backend.train_step
     seen = []
 
@@ -184,10 +186,7 @@ def test_out_of_memory_shrinks_the_selection_and_retries():
 
 
 def test_errors_that_are_not_oom_propagate():
-    model = tiny_bert()
-    b = text_batch()
-    table = build_component_table(model, "block", {"input_ids": b["input_ids"]})
-    backend = TorchEagerBackend(model, table)
+    backend, table, b = tiny_backend()
 
     def broken(batch, mask, measure):
         raise RuntimeError("shape mismatch")
