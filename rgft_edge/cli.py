@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(budget=None)  # artifacts differ in forward share: default to half the backward
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    rp = sub.add_parser("report", help="self-contained HTML report of run directories")
+    rp.add_argument("run_dir")
+    rp.add_argument("--compare", nargs="*", default=[], help="more run directories, side by side")
+    rp.add_argument("-o", "--out", default=None, help="HTML file (default RUN_DIR/report.html)")
+
     pr = sub.add_parser("profiles", help="device profiles: list | show NAME | detect")
     pr.add_argument("action", choices=("list", "show", "detect"))
     pr.add_argument("name", nargs="?")
@@ -206,6 +211,15 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "profiles":
             return _profiles(args)
+        if args.command == "report":
+            from .report import write_report
+
+            runs = [args.run_dir, *args.compare]
+            for r in runs:
+                if not Path(r).is_dir():
+                    raise UserError(f"run directory not found: {r}")
+            print(write_report(runs, args.out or Path(args.run_dir) / "report.html"))
+            return 0
     except UserError as e:
         print(f"rgft-edge: error: {e}", file=sys.stderr)
         return 2

@@ -50,6 +50,7 @@ class FinetuneConfig:
     time_budget: str | None = None  # e.g. 20m, 90s, 1h: likewise for wall time
     country: str = "USA"  # ISO code for the CO2-equivalent (codecarbon, offline)
     checkpoint_every: int = 50  # steps between atomic checkpoints (0: only when a budget stops the run)
+    report: bool = True  # write RUN_DIR/report.html at the end (--no-report to skip)
     checkpoint_seconds: float = 0.0  # also checkpoint when this much time passed since the last (0: off)
 
     def validate(self) -> "FinetuneConfig":

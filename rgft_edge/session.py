@@ -213,6 +213,10 @@ def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, dat
         "exit_code": EXIT_CODES.get(result.stop_reason, 1),
     }
     writer.write_json("summary.json", summary)
+    if cfg.report:
+        from .report import write_report
+
+        write_report([out], out / "report.html")
     return summary
 
 
