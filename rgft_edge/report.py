@@ -39,6 +39,7 @@ def _read_run(run: Path) -> dict:
         except json.JSONDecodeError:
             notes.append(f"{name} unreadable")
             return None
+    power = load("power.json") if (run / "power.json").is_file() else None
     comps = load("components.json")
     summary = load("summary.json")
     config = load("config.json")
@@ -51,7 +52,7 @@ def _read_run(run: Path) -> dict:
     names = [c["name"] for c in comps["components"]] if comps else \
         [f"c{i}" for i in range(emap.shape[1])] if emap is not None else []
     return {"run": run, "notes": notes, "steps": steps, "evals": evals, "summary": summary or {},
-            "config": config or {}, "emap": emap, "names": names}
+            "config": config or {}, "emap": emap, "names": names, "power": power}
 
 
 def _esc(x) -> str:
@@ -162,6 +163,18 @@ def render(runs: list[str | Path]) -> str:
     mem_budget = next((d["summary"].get("memory_budget_bytes") for d in data if d["summary"].get("memory_budget_bytes")), None)
     body.append(_line_chart([(n, xs, [y / 1e6 for y in ys], c) for n, xs, ys, c in curves("rss_bytes")],
                             "RSS (MB)", (mem_budget / 1e6, "memory budget") if mem_budget else None))
+    for d in data:
+        p = d["power"]
+        if not p or not p.get("samples"):
+            continue
+        t = [s[0] for s in p["samples"]]
+        w = [s[1] for s in p["samples"]]
+        joules = np.concatenate([[0.0], np.cumsum(np.diff(t) * (np.array(w[1:]) + np.array(w[:-1])) / 2)]).tolist()
+        body.append(f"<h2>{_esc(d['run'].name)}: power [{_esc(p.get('source'))}]</h2>")
+        body.append(_line_chart([("power (W)", t, w, "#c08a1f")], "power (W) over time (s)"))
+        budget = p.get("energy_budget_j")
+        body.append(_line_chart([("energy (J)", t, joules, "#8a4fc0")], "energy spent (J) over time (s)",
+                                (budget, "energy budget") if budget else None))
     for d in data:
         body.append(f"<h2>{_esc(d['run'].name)}: error map and selection</h2>")
         if d["emap"] is None or not len(d["emap"]):

@@ -114,8 +114,11 @@ def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, dat
                  "labels": data.label_names, "skipped_rows": data.skipped_rows}})
     writer.write_json("components.json", table.to_dict())
 
+    guard = None
+
     def evaluate(step: int) -> dict:
-        size = getattr(backend, "eval_batch_size", None) or cfg.batch_size
+        # under a memory budget evaluate with the training batch: a bigger one is not budgeted
+        size = cfg.batch_size if guard is not None else getattr(backend, "eval_batch_size", None) or cfg.batch_size
         m = backend.evaluate(batches(encoder, test_ds.texts, test_ds.labels, size)).metrics
         writer.log({"type": "eval", "step": step, **m})
         return m
@@ -213,6 +216,8 @@ def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, dat
         "exit_code": EXIT_CODES.get(result.stop_reason, 1),
     }
     writer.write_json("summary.json", summary)
+    writer.write_json("power.json", {"source": energy_result.source, "energy_budget_j": energy_budget,
+                                     "samples": [[round(t, 3), round(w, 3)] for t, w in energy_result.samples]})
     if cfg.report:
         from .report import write_report
 

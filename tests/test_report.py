@@ -21,7 +21,8 @@ def runs(tmp_path_factory):
     for policy in ("budget", "full"):
         cfg = FinetuneConfig(model=str(model), data=str(csv), text_column="review", label_column="sentiment",
                              eval_examples=24, batch_size=8, epochs=2, threads=1, policy=policy, budget=0.8,
-                             eval_every=4, memory_budget="8GB", out=str(root / policy))
+                             eval_every=4, memory_budget="8GB", energy_budget="100kJ",
+                             out=str(root / policy))
         finetune(cfg, progress=False)
         out.append(root / policy)
     return out
@@ -30,7 +31,8 @@ def runs(tmp_path_factory):
 def test_finetune_writes_a_report_with_every_chart(runs):
     page = (runs[0] / "report.html").read_text()
     for part in ("error map", "how often each component was trained", "training loss", "held-out",
-                 "step time", "RSS", "memory budget", "energy source", "learning-rate multiplier"):
+                 "step time", "RSS", "memory budget", "energy source", "learning-rate multiplier",
+                 "power (W) over time", "energy budget"):
         assert part in page, part
     assert "<script" not in page and "http" not in page.split("<body>")[1]  # offline, no CDN
 
