@@ -71,7 +71,11 @@ def _memory_guard(cfg: FinetuneConfig, backend: Backend, memory_meter, sample_ba
         return None
     table = backend.table
     measure = getattr(backend, "activation_bytes", None)
-    acts = measure(sample_batch) if measure is not None else np.zeros(len(table))
+    # Profile on two rows and scale: a full-batch profiling step with everything trainable would
+    # itself be the largest step of the run, before the guard could say anything.
+    rows = len(next(iter(sample_batch.values())))
+    small = {k: v[:2] for k, v in sample_batch.items()}
+    acts = measure(small) * (rows / min(2, rows)) if measure is not None else np.zeros(len(table))
     base = float(memory_meter.current_rss_bytes)
     model = MemoryModel.for_table(table, base, acts)
     model.margin_bytes = 0.10 * base  # allocator slack and first-step growth, before calibration
