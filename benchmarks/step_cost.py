@@ -33,7 +33,8 @@ from rgft_edge.optim import ComponentAdamW
 from rgft_edge.partition import build_component_table
 from rgft_edge.policies import make_policy
 from rgft_edge.partition import freeze_embeddings
-from rgft_edge.recipes.finetune import default_model_dir, load_classifier, set_threads
+from rgft_edge.models import resolve_model
+from rgft_edge.recipes.finetune import load_classifier, set_threads
 from rgft_edge.text import TextEncoder
 
 METHODS = [
@@ -86,7 +87,7 @@ def main() -> None:
     set_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    model_dir = default_model_dir()
+    model_dir = resolve_model(None)
     model = load_classifier(model_dir, ["rotten", "fresh"])
     freeze_embeddings(model)
     encoder = TextEncoder(model_dir, args.seq)

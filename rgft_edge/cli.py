@@ -13,9 +13,11 @@ from .errors import UserError
 from .quiet import quiet_third_party
 
 HELP = {
-    "model": "HF model directory (default: the shipped all-MiniLM-L6-v2)",
+    "model": "HF model directory, or a shipped model: minilm (default, all-MiniLM-L6-v2), "
+             "smollm2-135m (SmolLM2-135M-Instruct, Llama-like; use with --task causal-lm)",
     "data": "rotten-tomatoes, bbc-news, or a .csv/.tsv/.jsonl file",
-    "policy": "top-p, scale, clip, rank, budget, full, random, static, head-only",
+    "policy": "top-p, scale, clip, rank, budget, full, random, static, head-only; baselines at the "
+              "budget: random-budget, static-budget, elastic (ElasticTrainer-style)",
     "top_p": "fraction of components per step for top-p/rank/random/static, in (0, 1]",
     "budget": "per-step cost budget as a fraction of a full step (budget policy)",
     "granularity": "layer, block (attention vs FFN), head, lora",
@@ -32,7 +34,8 @@ def _flag_type(tp):
 
 
 # Fields fixed by a compiled artifact (its model, shapes, granularity) are not `train` flags.
-ARTIFACT_FIXED = ("model", "max_length", "granularity", "train_embeddings", "batch_size")
+ARTIFACT_FIXED = ("model", "max_length", "granularity", "train_embeddings", "batch_size", "task",
+                  "adapter", "lora_r")
 
 
 def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
@@ -80,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue an interrupted run from its last checkpoint (its own config is used)")
 
     co = sub.add_parser("compile", help="host: quantize, add adapters, partition, export an artifact")
-    co.add_argument("--model", default=None, help="HF model directory (default: the shipped MiniLM)")
+    co.add_argument("--model", default=None, help="HF model directory or minilm / smollm2-135m (default: minilm)")
     co.add_argument("--backend", choices=("torch", "executorch", "onnxruntime"), default=None,
                     help="default: the profile's preferred backend, else executorch")
     co.add_argument("--quantize", choices=("int8", "none"), default="int8")
@@ -124,7 +127,7 @@ def _compile(args) -> int:
     from .device_profiles import load_profile
     from .export.compile import compile_artifact
     from .export.prepare import PrepareOptions
-    from .recipes.finetune import default_model_dir
+    from .models import resolve_model
 
     backend = args.backend
     if backend is None:
@@ -135,7 +138,7 @@ def _compile(args) -> int:
                           lora_targets=args.lora_targets.split(",") if args.lora_targets else None,
                           granularity=args.granularity, max_length=args.max_length,
                           batch_size=args.batch_size, dropout=args.dropout)
-    report = compile_artifact(args.model or default_model_dir(), args.out, backend, opts,
+    report = compile_artifact(resolve_model(args.model), args.out, backend, opts,
                               force=args.force, max_programs=args.programs)
     print(format_report(report, args.out))
     return 0

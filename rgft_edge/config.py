@@ -14,10 +14,15 @@ from .errors import UserError
 from .estimators import ESTIMATORS
 from .policies import POLICIES
 
+TASKS = ("sequence-classification", "causal-lm")
+
 
 @dataclass
 class FinetuneConfig:
     model: str | None = None  # HF model directory; None: the shipped all-MiniLM-L6-v2
+    task: str = "sequence-classification"  # or causal-lm (next-token loss on the texts; labels unused)
+    adapter: str = "none"  # none: train the model's own weights | lora: peft LoRA (fp32) + head
+    lora_r: int = 8
     data: str = "rotten-tomatoes"  # rotten-tomatoes | bbc-news | path to .csv/.tsv/.jsonl
     text_column: str = "text"
     label_column: str = "label"
@@ -33,6 +38,8 @@ class FinetuneConfig:
     p_norm: float = 2.0
     beta: float = 0.9
     max_staleness: int = 20
+    clip_top_p: float = 1.0  # clip policy: fraction of components per step (1: all, LR-modulated)
+    probe_every: int = 50  # elastic policy: steps between importance probes (full steps)
     train_embeddings: bool = False  # embeddings are ~half of MiniLM; frozen by default on devices
     epochs: int = 1
     max_steps: int | None = None
@@ -71,6 +78,11 @@ class FinetuneConfig:
             (self.eval_examples >= 1, f"--eval-examples must be >= 1, got {self.eval_examples}"),
             (self.max_staleness >= 1, f"--max-staleness must be >= 1, got {self.max_staleness}"),
             (self.on_bad_row in ("skip", "error"), "--on-bad-row must be skip or error"),
+            (self.task in TASKS, f"--task must be one of {', '.join(TASKS)}"),
+            (self.adapter in ("none", "lora"), "--adapter must be none or lora"),
+            (self.lora_r >= 1, f"--lora-r must be >= 1, got {self.lora_r}"),
+            (0.0 < self.clip_top_p <= 1.0, f"--clip-top-p must be in (0, 1], got {self.clip_top_p}"),
+            (self.probe_every >= 1, f"--probe-every must be >= 1, got {self.probe_every}"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -146,7 +146,11 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
             error_map.update(step, measured, scores)
         t_track = time.perf_counter() - t1 + t_sel
 
-        touched = optimizer.step(params, out.grads, sel.lr_mult, step) if ok else []
+        wants_gain = getattr(policy, "wants_gain", None)
+        track_gain = ok and wants_gain is not None and wants_gain(step)
+        touched = optimizer.step(params, out.grads, sel.lr_mult, step, track_gain) if ok else []
+        if track_gain:
+            policy.observe_gain(step, optimizer.last_gain)
         backend.commit(touched)
         dt = time.perf_counter() - t0
 

@@ -34,12 +34,17 @@ class ComponentAdamW:
         # component index -> {"t": int, "last": step, "m": [arrays], "v": [arrays]}
         self.state: dict[int, dict] = {}
         self.evictions = 0
+        self.last_gain: np.ndarray | None = None
 
     def step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any],
-             lr_mult: np.ndarray, step: int) -> list[str]:
-        """Update every component with lr_mult > 0; returns the parameter names touched."""
+             lr_mult: np.ndarray, step: int, track_gain: bool = False) -> list[str]:
+        """Update every component with lr_mult > 0; returns the parameter names touched.
+
+        track_gain: also store in `last_gain` each component's first-order loss decrease of this
+        update, sum(g * (w_before - w_after)) (ElasticTrainer's tensor importance)."""
         b1, b2 = self.betas
         touched = set()
+        self.last_gain = np.zeros(len(self.table)) if track_gain else None
         for i in np.flatnonzero(np.asarray(lr_mult) > 0):
             comp = self.table[int(i)]
             st = self.state.get(int(i))
@@ -64,10 +69,13 @@ class ComponentAdamW:
                 v *= b2
                 v += (1 - b2) * (g * g)
                 view = p[idx]
+                before = view * 1 if track_gain else None  # a copy, for numpy and torch alike
                 view *= 1 - lr * self.wd
                 view -= lr * (m / bc1) / ((v / bc2) ** 0.5 + self.eps)
                 if ref.dim is not None:  # numpy basic slices are views; torch too. Be explicit.
                     p[idx] = view
+                if track_gain:
+                    self.last_gain[i] += float((g * (before - view)).sum())
                 touched.add(ref.name)
         self._evict(step)
         return sorted(touched)

@@ -15,7 +15,8 @@ import numpy as np
 from .components import ComponentTable
 from .costs import CostModel
 
-POLICIES = ("top-p", "scale", "clip", "rank", "budget", "full", "random", "static", "head-only")
+POLICIES = ("top-p", "scale", "clip", "rank", "budget", "full", "random", "static", "head-only",
+            "random-budget", "static-budget", "elastic")
 
 
 @dataclass
@@ -232,9 +233,13 @@ class Budget(Policy):
                 f"costs {cost.floor:.3f} and the cheapest component needs {cheapest:.3f}")
 
     def select(self, scores, step, forced):
+        return Selection.of(self.best_mask(scores, forced))
+
+    def best_mask(self, values: np.ndarray, forced: np.ndarray) -> np.ndarray:
+        """The selection of highest total value (forced ones included) that fits the budget."""
         c = self.cost
         forced = np.asarray(forced, bool)
-        values = np.maximum(np.asarray(scores, dtype=np.float64), 0.0)
+        values = np.maximum(np.asarray(values, dtype=np.float64), 0.0)
         limit = self.budget * c.full
         best, best_val = None, -1.0
         min_forced = c.depth[forced].min() if forced.any() else None
@@ -253,7 +258,7 @@ class Budget(Policy):
         if best is None:  # only the forced set is left; it may exceed the budget (logged as cost)
             best = forced if forced.any() else np.eye(len(values), dtype=bool)[int(np.argmin(
                 [c.fraction(np.eye(len(values), dtype=bool)[i]) for i in range(len(values))]))]
-        return Selection.of(best)
+        return best
 
     def _knapsack(self, values, weights, allowed, capacity) -> np.ndarray:
         idx = np.flatnonzero(allowed)
@@ -303,4 +308,8 @@ def make_policy(name: str, table: ComponentTable, *, top_p: float = 0.3, budget:
         return HeadOnly(table)
     if name == "budget":
         return Budget(CostModel(table), budget)
+    if name in ("random-budget", "static-budget", "elastic"):
+        from .budget_baselines import make_budget_baseline
+
+        return make_budget_baseline(name, Budget(CostModel(table), budget), seed=seed, **opts)
     raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")

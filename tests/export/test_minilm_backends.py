@@ -8,7 +8,7 @@ import pytest
 from rgft_edge.artifact import load_artifact
 from rgft_edge.export.compile import compile_artifact
 from rgft_edge.export.prepare import PrepareOptions
-from rgft_edge.recipes.finetune import default_model_dir
+from rgft_edge.models import resolve_model
 from rgft_edge.recipes.train import open_backend
 
 
@@ -16,7 +16,7 @@ from rgft_edge.recipes.train import open_backend
 def minilm_artifacts(tmp_path_factory):
     root = tmp_path_factory.mktemp("minilm")
     opts = PrepareOptions(max_length=32, batch_size=4, dropout=0.0)
-    return {b: compile_artifact(default_model_dir(), root / b, b, opts, force=True, max_programs=3) and root / b
+    return {b: compile_artifact(resolve_model(None), root / b, b, opts, force=True, max_programs=3) and root / b
             for b in ("torch", "onnxruntime", "executorch")}
 
 
