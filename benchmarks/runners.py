@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import environment, write_results  # noqa: E402
+from common import environment, run_child, write_results  # noqa: E402
 
 POLICIES = {"full": dict(policy="full"), "top-p 0.3": dict(policy="top-p", top_p=0.3),
             "budget 0.4": dict(policy="budget", budget=0.4),
@@ -98,11 +97,8 @@ def main() -> None:
         for policy in POLICIES:
             for art in args.artifacts:
                 t0 = time.perf_counter()
-                proc = subprocess.run([sys.executable, __file__, "--child", art, policy, "--steps", str(args.steps),
-                                       "--threads", str(args.threads), "--seed", str(args.seed)],
-                                      capture_output=True, text=True)
-                line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-                res = json.loads(line[-1][7:]) if line else {"error": proc.stderr[-500:]}
+                res = run_child([sys.executable, __file__, "--child", art, policy, "--steps", str(args.steps),
+                                 "--threads", str(args.threads), "--seed", str(args.seed)])
                 rows.append({"artifact": Path(art).name, "policy": policy, "repeat": rep,
                              "wall_s": time.perf_counter() - t0, **res})
                 print(rows[-1]["artifact"], policy, res.get("median_step_s", res.get("error")), flush=True)

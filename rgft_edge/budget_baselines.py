@@ -1,9 +1,9 @@
 """Baselines that spend exactly RGFT's per-step budget, chosen without the live error map.
 
-All three reuse the budget policy's depth-priced knapsack, so the only difference from RGFT's
-`budget` policy is *what* value the knapsack maximises:
+All three price a step with the budget policy's depth-aware cost model; they differ from RGFT's
+`budget` policy only in how they choose within it:
 
-- `random-budget`: fresh uniform random values every step (a random selection that fits the budget);
+- `random-budget`: every step, components in a random order, each kept while the step fits the budget;
 - `static-budget`: the error map of a short all-components warm-up, then one selection kept forever;
 - `elastic`: ElasticTrainer-style (Huang et al., MobiSys 2023). Every `probe_every` steps one full
   step measures each component's importance as the first-order loss decrease its update caused,
@@ -28,8 +28,18 @@ class RandomBudget(Policy):
         self.rng = np.random.default_rng(seed)
 
     def select(self, scores, step, forced):
-        values = self.rng.random(len(scores))
-        return Selection.of(self.knapsack.best_mask(values, np.zeros(len(scores), bool)))
+        # Components in a uniformly random order, each kept if the step still fits the budget.
+        # (Random *values* into the knapsack would not do: with every value positive it simply
+        # buys the most components, i.e. the same top blocks every step.)
+        cost, limit = self.knapsack.cost, self.knapsack.budget + 1e-9
+        mask = np.zeros(len(scores), bool)
+        for i in self.rng.permutation(len(scores)):
+            mask[i] = True
+            if cost.fraction(mask) > limit:
+                mask[i] = False
+        if not mask.any():  # nothing fits alone: the cheapest single component (as Budget does)
+            mask = self.knapsack.best_mask(np.ones(len(scores)), np.zeros(len(scores), bool))
+        return Selection.of(mask)
 
     def state_dict(self):
         return {"rng": self.rng.bit_generator.state}

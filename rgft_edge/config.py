@@ -40,6 +40,7 @@ class FinetuneConfig:
     max_staleness: int = 20
     clip_top_p: float = 1.0  # clip policy: fraction of components per step (1: all, LR-modulated)
     probe_every: int = 50  # elastic policy: steps between importance probes (full steps)
+    static_warmup_steps: int = 10  # static / static-budget: all-components steps before freezing
     train_embeddings: bool = False  # embeddings are ~half of MiniLM; frozen by default on devices
     epochs: int = 1
     max_steps: int | None = None
@@ -83,6 +84,7 @@ class FinetuneConfig:
             (self.lora_r >= 1, f"--lora-r must be >= 1, got {self.lora_r}"),
             (0.0 < self.clip_top_p <= 1.0, f"--clip-top-p must be in (0, 1], got {self.clip_top_p}"),
             (self.probe_every >= 1, f"--probe-every must be >= 1, got {self.probe_every}"),
+            (self.static_warmup_steps >= 1, f"--static-warmup-steps must be >= 1, got {self.static_warmup_steps}"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -70,7 +70,13 @@ def choose(policy: Policy, error_map: ErrorMap, step: int, estimator: str, depth
         return sel, none
     forced = error_map.stale(step, _measurable(estimator, sel.mask, depth))
     if forced.any():
-        sel = policy.select(error_map.scores, step, forced)
+        for _ in range(k):
+            sel = policy.select(error_map.scores, step, forced)
+            # the forced ones may displace a due component the first selection covered: force it too
+            missing = error_map.stale(step, _measurable(estimator, sel.mask, depth)) & ~forced
+            if not missing.any():
+                break
+            forced |= missing
         # Exploration only measures/refreshes a component; give it the base LR if the policy
         # did not assign one, so the step is an ordinary update for it.
         sel.lr_mult = np.where(sel.mask & (sel.lr_mult == 0), 1.0, sel.lr_mult)

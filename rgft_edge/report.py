@@ -14,6 +14,10 @@ from pathlib import Path
 import numpy as np
 
 W, H = 900, 220  # chart size (px)
+CSS = ("body{font:14px sans-serif;margin:24px;color:#222}.chart{display:block;margin:8px 0 18px;"
+       "background:#fafafa;border:1px solid #ddd}.t{font-weight:bold;font-size:13px}.a{font-size:11px;fill:#444}"
+       ".ax{stroke:#999}.budget{stroke:#d00;stroke-dasharray:4 3}.missing{color:#a00}"
+       "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}")
 
 
 def _read_run(run: Path) -> dict:
@@ -59,7 +63,8 @@ def _esc(x) -> str:
     return html.escape(str(x))
 
 
-def _line_chart(series: list[tuple[str, list[float], list[float], str]], title: str, hline=None) -> str:
+def line_chart(series: list[tuple[str, list[float], list[float], str]], title: str, hline=None,
+               legend: bool = True, x_label: str = "") -> str:
     pts = [(x, y) for _, xs, ys, _ in series for x, y in zip(xs, ys) if np.isfinite(y)]
     if not pts:
         return f'<p class="missing">{_esc(title)}: no data</p>'
@@ -82,8 +87,13 @@ def _line_chart(series: list[tuple[str, list[float], list[float], str]], title: 
     if hline:
         parts.append(f'<line x1="50" x2="{W - 10}" y1="{sy(hline[0]):.1f}" y2="{sy(hline[0]):.1f}" class="budget"/>'
                      f'<text x="{W - 200}" y="{sy(hline[0]) - 4:.0f}" class="a">{_esc(hline[1])}</text>')
-    legend = "".join(f'<tspan fill="{c}"> ■ {_esc(label)}</tspan>' for label, _, _, c in series)
-    parts.append(f'<text x="{W - 420}" y="14" class="a">{legend}</text></svg>')
+    if x_label:
+        parts.append(f'<text x="{W - 10}" y="{H - 8}" text-anchor="end" class="a">{_esc(x_label)}: '
+                     f'{x0:.3g} .. {x1:.3g}</text>')
+    if legend:
+        keys = "".join(f'<tspan fill="{c}"> ■ {_esc(label)}</tspan>' for label, _, _, c in series)
+        parts.append(f'<text x="{W - 420}" y="14" class="a">{keys}</text>')
+    parts.append("</svg>")
     return "".join(parts)
 
 
@@ -138,10 +148,6 @@ COLORS = ["#d0493a", "#2f7d32", "#4a7bd0", "#8a4fc0", "#c08a1f"]
 
 def render(runs: list[str | Path]) -> str:
     data = [_read_run(Path(r)) for r in runs]
-    css = ("body{font:14px sans-serif;margin:24px;color:#222}.chart{display:block;margin:8px 0 18px;"
-           "background:#fafafa;border:1px solid #ddd}.t{font-weight:bold;font-size:13px}.a{font-size:11px;fill:#444}"
-           ".ax{stroke:#999}.budget{stroke:#d00;stroke-dasharray:4 3}.missing{color:#a00}"
-           "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}")
     body = [f"<h1>RGFT run report</h1><p>{len(data)} run(s): " +
             ", ".join(_esc(d['run'].name) for d in data) + "</p>"]
     # summary table, runs side by side
@@ -155,13 +161,13 @@ def render(runs: list[str | Path]) -> str:
     curves = lambda key: [(d["run"].name, [r["step"] for r in d["steps"]], [float(r.get(key, np.nan)) for r in d["steps"]],  # noqa: E731
                            COLORS[i % len(COLORS)]) for i, d in enumerate(data)]
     body.append("<h2>Loss, held-out metric, step time</h2>")
-    body.append(_line_chart(curves("loss"), "training loss"))
+    body.append(line_chart(curves("loss"), "training loss"))
     ev = [(d["run"].name, [r["step"] for r in d["evals"]], [float(r.get("accuracy", r.get("loss", np.nan))) for r in d["evals"]],
            COLORS[i % len(COLORS)]) for i, d in enumerate(data)]
-    body.append(_line_chart(ev, "held-out accuracy (or loss)"))
-    body.append(_line_chart([(n, xs, [y * 1000 for y in ys], c) for n, xs, ys, c in curves("step_time_s")], "step time (ms)"))
+    body.append(line_chart(ev, "held-out accuracy (or loss)"))
+    body.append(line_chart([(n, xs, [y * 1000 for y in ys], c) for n, xs, ys, c in curves("step_time_s")], "step time (ms)"))
     mem_budget = next((d["summary"].get("memory_budget_bytes") for d in data if d["summary"].get("memory_budget_bytes")), None)
-    body.append(_line_chart([(n, xs, [y / 1e6 for y in ys], c) for n, xs, ys, c in curves("rss_bytes")],
+    body.append(line_chart([(n, xs, [y / 1e6 for y in ys], c) for n, xs, ys, c in curves("rss_bytes")],
                             "RSS (MB)", (mem_budget / 1e6, "memory budget") if mem_budget else None))
     for d in data:
         p = d["power"]
@@ -171,9 +177,9 @@ def render(runs: list[str | Path]) -> str:
         w = [s[1] for s in p["samples"]]
         joules = np.concatenate([[0.0], np.cumsum(np.diff(t) * (np.array(w[1:]) + np.array(w[:-1])) / 2)]).tolist()
         body.append(f"<h2>{_esc(d['run'].name)}: power [{_esc(p.get('source'))}]</h2>")
-        body.append(_line_chart([("power (W)", t, w, "#c08a1f")], "power (W) over time (s)"))
+        body.append(line_chart([("power (W)", t, w, "#c08a1f")], "power (W) over time (s)"))
         budget = p.get("energy_budget_j")
-        body.append(_line_chart([("energy (J)", t, joules, "#8a4fc0")], "energy spent (J) over time (s)",
+        body.append(line_chart([("energy (J)", t, joules, "#8a4fc0")], "energy spent (J) over time (s)",
                                 (budget, "energy budget") if budget else None))
     for d in data:
         body.append(f"<h2>{_esc(d['run'].name)}: error map and selection</h2>")
@@ -189,7 +195,7 @@ def render(runs: list[str | Path]) -> str:
         if mult and np.asarray(mult).max() > 0:
             body.append(_heatmap(np.asarray(mult, float), d["names"], []).replace(
                 "error map (EMA score / max per step; dots: trained)", "learning-rate multiplier over time"))
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>RGFT report</title><style>{css}</style></head><body>{''.join(body)}</body></html>"
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>RGFT report</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>"
 
 
 def _fmt(v) -> str:

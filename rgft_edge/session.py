@@ -94,7 +94,8 @@ def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, dat
     try:
         budget = cfg.budget if cfg.budget is not None else cost.floor + 0.5 * (1 - cost.floor)
         policy = make_policy(cfg.policy, table, top_p=cfg.top_p, budget=budget, seed=cfg.seed,
-                             clip_top_p=cfg.clip_top_p, probe_every=cfg.probe_every)
+                             clip_top_p=cfg.clip_top_p, probe_every=cfg.probe_every,
+                             static_warmup_steps=cfg.static_warmup_steps)
     except ValueError as e:
         raise UserError(str(e)) from e
     error_map = ErrorMap(len(table), cfg.beta, cfg.max_staleness)
@@ -239,7 +240,8 @@ def format_summary(s: dict) -> str:
         f"{s['backend']} backend)",
         f"steps                  {s['steps']} ({s['skipped_steps']} skipped), stop: {s['stop_reason']}",
         (f"held-out accuracy      {acc:.4f} on {s['held_out_examples']} examples" if acc is not None
-         else f"held-out loss          {s['held_out_loss']:.4f} on {s['held_out_examples']} examples"),
+         else f"held-out loss          {s['held_out_loss']:.4f} (perplexity {s.get('held_out_perplexity', float('nan')):.2f})"
+              f" on {s['held_out_examples']} examples"),
         f"updated per step       {s['mean_components_updated_per_step']:.2f} of {s['components']} "
         f"components, {_count(s['mean_params_updated_per_step'])} of {_count(s['trainable_params'])} "
         f"trainable parameters (mean)",

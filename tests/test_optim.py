@@ -63,3 +63,24 @@ def test_bad_lr_and_missing_gradient():
     opt = ComponentAdamW(table, lr=0.1)
     with pytest.raises(RuntimeError, match="no gradient"):
         opt.step({"a": np.zeros(2)}, {}, np.array([1.0]), 0)
+
+
+def test_tracked_gain_is_first_order_loss_decrease_per_component():
+    from rgft_edge.components import Component, ComponentTable, ParamRef
+
+    rng = np.random.default_rng(0)
+    params = {"w": rng.normal(size=(4, 3)), "b": rng.normal(size=3)}
+    grads = {"w": rng.normal(size=(4, 3)), "b": rng.normal(size=3)}
+    table = ComponentTable([Component("rows01", "layer", 0, [ParamRef("w", 0, 0, 2)], 6),
+                            Component("rest", "layer", 1, [ParamRef("w", 0, 2, 4), ParamRef("b")], 9)],
+                           "block")
+    before = {k: v.copy() for k, v in params.items()}
+    opt = ComponentAdamW(table, lr=0.1)
+    opt.step(params, grads, np.array([1.0, 0.5]), 0, track_gain=True)
+    delta = {k: before[k] - params[k] for k in params}
+    expect = [float((grads["w"][:2] * delta["w"][:2]).sum()),
+              float((grads["w"][2:] * delta["w"][2:]).sum() + (grads["b"] * delta["b"]).sum())]
+    np.testing.assert_allclose(opt.last_gain, expect, rtol=1e-12)
+    assert (opt.last_gain > 0).all()  # an Adam step on a fresh state moves against the gradient
+    opt.step(params, grads, np.array([1.0, 0.5]), 1)
+    assert opt.last_gain is None
