@@ -34,7 +34,8 @@ from rgft_edge.partition import build_component_table
 from rgft_edge.policies import make_policy
 from rgft_edge.partition import freeze_embeddings
 from rgft_edge.models import resolve_model
-from rgft_edge.recipes.finetune import load_classifier, set_threads
+from rgft_edge.export.prepare import load_hf
+from rgft_edge.recipes.finetune import set_threads
 from rgft_edge.text import TextEncoder
 
 METHODS = [
@@ -88,7 +89,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
 
     model_dir = resolve_model(None)
-    model = load_classifier(model_dir, ["rotten", "fresh"])
+    model = load_hf(model_dir, "sequence-classification", ["rotten", "fresh"], attn_implementation=None)
     freeze_embeddings(model)
     encoder = TextEncoder(model_dir, args.seq)
     batches = fixed_batches(encoder, args.steps, args.batch_size, args.seq, args.seed)

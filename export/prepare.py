@@ -50,7 +50,9 @@ class PreparedModel:
     lora_targets: list[str]
 
 
-def load_hf(model_dir: str, task: str, labels: list[str]) -> nn.Module:
+def load_hf(model_dir: str, task: str, labels: list[str], attn_implementation: str | None = "eager") -> nn.Module:
+    """HF model from a local directory, offline; a clear error if it won't load. Exporters need
+    eager attention (traceable, FLOP-countable); eager fine-tuning passes None (torch's SDPA)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
@@ -64,10 +66,10 @@ def load_hf(model_dir: str, task: str, labels: list[str]) -> nn.Module:
     try:
         if task == "causal-lm":
             model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True,
-                                                         attn_implementation="eager")
+                                                         attn_implementation=attn_implementation)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(
-                model_dir, num_labels=len(labels), local_files_only=True, attn_implementation="eager",
+                model_dir, num_labels=len(labels), local_files_only=True, attn_implementation=attn_implementation,
                 id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
     except Exception as e:
         raise ModelError(f"{model_dir} does not load as a {task} model: {type(e).__name__}: "

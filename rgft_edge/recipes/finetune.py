@@ -1,4 +1,4 @@
-"""Recipe: fine-tune an HF sequence classifier with RGFT in eager torch, end to end.
+"""Recipe: fine-tune an HF sequence classifier or causal LM with RGFT in eager torch, end to end.
 
 Loads the model and data, builds the component table and hands the eager backend to the shared
 session (loop, evaluation, run directory). `finetune(FinetuneConfig())` is exactly what
@@ -7,41 +7,12 @@ session (loop, evaluation, run directory). `finetune(FinetuneConfig())` is exact
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 from ..config import FinetuneConfig
-from ..errors import ModelError
 from ..models import resolve_model
 from ..session import load_splits, run_session
 from ..text import TextEncoder
-
-
-def load_classifier(model_dir: str, label_names: list[str], task: str = "sequence-classification"):
-    """HF sequence classifier (or causal LM) from a local directory, offline; a clear error if it
-    won't load."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    if not Path(model_dir).is_dir():
-        raise ModelError(f"model directory not found: {model_dir}")
-    try:
-        if task == "causal-lm":
-            model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
-        else:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                model_dir, num_labels=len(label_names), local_files_only=True,
-                id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)})
-    except Exception as e:  # transformers raises many types for a bad directory
-        raise ModelError(f"{model_dir} does not load as a {task} model: "
-                         f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
-    if getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = 0
-    return model
 
 
 def add_adapter(model, cfg: FinetuneConfig):
@@ -92,7 +63,9 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, resume: bool = False) -
     t0 = time.perf_counter()
     data, train_ds, test_ds = load_splits(cfg)
     model_dir = resolve_model(cfg.model)
-    model = add_adapter(load_classifier(model_dir, data.label_names, cfg.task), cfg)
+    from rgft_edge.export.prepare import load_hf
+
+    model = add_adapter(load_hf(model_dir, cfg.task, data.label_names, attn_implementation=None), cfg)
     lm = cfg.task == "causal-lm"
     types = getattr(model.config, "type_vocab_size", 0) > 0 and not lm
     encoder = TextEncoder(model_dir, cfg.max_length, ("input_ids", "attention_mask")
