@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, run_child  # noqa: E402
 from compare_analysis import derive, html_plots, markdown  # noqa: E402
-from compare_setup import METHODS, MODES, TASKS, run_one  # noqa: E402
+from compare_setup import EXPORTED_TASKS, METHODS, MODES, TASKS, backend_of, run_one  # noqa: E402
 
 
 def child(spec: dict) -> dict:
@@ -35,7 +35,8 @@ def plan(tasks: list[str], methods: list[str], seeds: list[int]) -> list[tuple[s
     out = []
     for seed in seeds:
         for task in tasks:
-            ms = [m for m in methods if m not in TASKS[task].skip]
+            ms = [m for m in methods if m not in TASKS[task].skip
+                  and (backend_of(m) is None or task in EXPORTED_TASKS)]
             shift = seed % len(ms)  # rotate the order per seed: no method always runs first
             out += [(task, m, seed) for m in ms[shift:] + ms[:shift]]
     return out

@@ -48,9 +48,10 @@ def derive(records: list[dict], higher: dict[str, bool]) -> dict:
     out = {}
     for task, methods in runs.items():
         hib = higher[task]
-        full = methods.get("full", {})
         rows = {}
         for method, by_seed in methods.items():
+            # exported-backend rows compare with full fine-tuning through the same backend
+            full = methods.get("full" + method[method.index("@"):] if "@" in method else "full", {})
             ratios = defaultdict(list)
             ttts, reached = [], 0
             for seed, r in by_seed.items():
@@ -141,7 +142,7 @@ def answers(records: list[dict], derived: dict, higher: dict[str, bool]) -> list
                 d = paired_difference(records, task, a, b)
                 lines.append(f"- {a} vs {b} ({how}): {_pm(d['diff'], '{:+.2f}', scale)} {unit} — "
                              f"{verdict(d, hib)}")
-        for m in ("rgft-budget", "rgft-budget-act", "rgft-top-p", "rgft-clip"):
+        for m in ("rgft-budget", "rgft-budget-act", "rgft-top-p", "rgft-clip", "rgft-budget@onnxruntime"):
             r = rows.get(m)
             if not r:
                 continue
@@ -173,7 +174,8 @@ def markdown(meta: dict, records: list[dict], derived: dict, higher: dict[str, b
                                           for s in r["energy_source"]}))
            + " — training steps only (the meter's average power × training time); no sensor on this "
              "machine unless the source says `measured`.",
-           "Ratios are paired by seed with full fine-tuning in the same harness run; time = summed "
+           "Ratios are paired by seed with full fine-tuning in the same harness run (`@onnxruntime` rows: "
+           "with `full@onnxruntime`); time = summed "
            "training-step time (evaluations excluded). Backward GFLOPs are estimated from the "
            "component FLOP table (attention core under SDPA not counted).", ""]
     for task, rows in derived.items():

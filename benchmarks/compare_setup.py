@@ -47,7 +47,7 @@ TASKS = {
         "bbc-news", "bbc-news", "accuracy",
         dict(max_length=128, batch_size=16), lr=1e-4, lora_lr=1e-3,
         sizes={"quick": dict(train=128, held_out=100, evals=2),
-               "full": dict(train=480, held_out=250, evals=3)}),
+               "full": dict(train=480, held_out=200, evals=3)}),
     "bbc-news-lm": Task(
         "bbc-news-lm", "bbc-news", "perplexity",
         dict(model="smollm2-135m", task="causal-lm", max_length=64, batch_size=4), lr=3e-5, lora_lr=3e-4,
@@ -75,14 +75,21 @@ METHODS = {
     "rgft-budget": (dict(policy="budget"), f"RGFT budget {BUDGET}, grad-norm error map"),
     "rgft-budget-act": (dict(policy="budget", estimator="activation"),
                         f"RGFT budget {BUDGET}, activation-attribution error map"),
+    # The same comparison through an exported backend: `rgft-edge compile --backend onnxruntime
+    # --adapter full --quantize none` once, then `rgft-edge train` (fixed batch and sequence length).
+    "full@onnxruntime": (dict(policy="full", backend="onnxruntime"),
+                         "full fine-tuning through the ONNX Runtime training artifact"),
+    "rgft-budget@onnxruntime": (dict(policy="budget", backend="onnxruntime"),
+                                f"RGFT budget {BUDGET} through the ONNX Runtime training artifact"),
 }
+EXPORTED_TASKS = ("rotten-tomatoes",)  # exported-backend runs: the default task only (time on 2 cores)
 MODES = {"quick": dict(seeds=[0]), "full": dict(seeds=[0, 1, 2])}
 
 
 def config_for(task: Task, method: str, seed: int, mode: str, out: str | Path, threads: int = 2) -> FinetuneConfig:
     size = task.sizes[mode]
     steps = size["train"] // task.base["batch_size"]
-    overrides = dict(METHODS[method][0])
+    overrides = {k: v for k, v in METHODS[method][0].items() if k != "backend"}
     if overrides.get("lr") == "lora":
         overrides["lr"] = task.lora_lr
     if overrides.get("probe_every") == "probe":
@@ -96,12 +103,39 @@ def config_for(task: Task, method: str, seed: int, mode: str, out: str | Path, t
     return FinetuneConfig(**cfg)
 
 
+def backend_of(method: str) -> str | None:
+    return METHODS[method][0].get("backend")
+
+
+def artifact_for(task: Task, backend: str, root: Path) -> Path:
+    """Compile the task's model once per harness run (fp32, every block trainable, like `full`)."""
+    from rgft_edge.data import load_dataset
+    from rgft_edge.export.compile import compile_artifact
+    from rgft_edge.export.prepare import PrepareOptions
+    from rgft_edge.models import resolve_model
+
+    out = root / f"{task.name}-{backend}"
+    if not (out / "manifest.json").is_file():
+        opts = PrepareOptions(task=task.base.get("task", "sequence-classification"),
+                              labels=load_dataset(task.data).label_names, adapter="full", quantize="none",
+                              max_length=task.base["max_length"], batch_size=task.base["batch_size"])
+        compile_artifact(resolve_model(task.base.get("model")), out, backend, opts, force=True)
+    return out
+
+
 def run_one(task: Task, method: str, seed: int, mode: str, out: str | Path, threads: int = 2) -> dict:
     """Fine-tune once and condense the run directory into one record of the harness."""
-    from rgft_edge.recipes.finetune import finetune
-
     cfg = config_for(task, method, seed, mode, out, threads)
-    summary = finetune(cfg, progress=False)
+    backend = backend_of(method)
+    if backend is None:
+        from rgft_edge.recipes.finetune import finetune
+
+        summary = finetune(cfg, progress=False)
+    else:
+        from rgft_edge.recipes.train import train_artifact
+
+        summary = train_artifact(str(artifact_for(task, backend, Path(out).parent / "artifacts")), cfg,
+                                 progress=False)
     return condense(task, method, seed, Path(out), summary, cfg)
 
 
