@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="results directory (default benchmarks/results/<mode>)")
     ap.add_argument("--work", default="/tmp/rgft-compare", help="where the run directories go")
     ap.add_argument("--resume", action="store_true", help="keep the runs already in compare_runs.jsonl")
+    ap.add_argument("--report-only", action="store_true",
+                    help="no runs: re-derive the tables and plots from OUT/compare_runs.jsonl")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -61,6 +63,14 @@ def main() -> None:
     out = Path(args.out or f"benchmarks/results/{args.mode}")
     out.mkdir(parents=True, exist_ok=True)
     log = out / "compare_runs.jsonl"
+    if args.report_only:
+        if not log.is_file():
+            sys.exit(f"{log}: no runs recorded; run the harness first")
+        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        prev = out / "compare.json"
+        wall = json.loads(prev.read_text())["meta"].get("harness_wall_s", 0.0) if prev.is_file() else 0.0
+        write(out, args, seeds, records, wall)
+        return
     done = [json.loads(l) for l in log.read_text().splitlines() if l.strip()] if args.resume and log.exists() else []
     if not args.resume:
         log.write_text("")

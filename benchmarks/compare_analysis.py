@@ -120,13 +120,14 @@ def verdict(d: dict, higher_is_better: bool) -> str:
     diffs = d["diffs"]
     if not diffs:
         return "not run"
+    if all(x == 0 for x in diffs):
+        return f"identical held-out result in {len(diffs)}/{len(diffs)} seeds"
     sign = 1 if higher_is_better else -1
     wins = sum(sign * x > 0 for x in diffs)
     m, s, n = d["diff"]
-    if n > 1 and abs(m) <= s:
-        word = "within noise"
-    else:
-        word = "better" if sign * m > 0 else "worse"
+    if n == 1:
+        return f"{'better' if sign * m > 0 else 'worse'} (one seed: no spread to judge noise)"
+    word = "within noise" if abs(m) <= s else "better" if sign * m > 0 else "worse"
     return f"{word} ({wins}/{len(diffs)} seeds better)"
 
 
@@ -140,7 +141,8 @@ def answers(records: list[dict], derived: dict, higher: dict[str, bool]) -> list
         for a, b, how in COMPARISONS:
             if a in rows and b in rows:
                 d = paired_difference(records, task, a, b)
-                lines.append(f"- {a} vs {b} ({how}): {_pm(d['diff'], '{:+.2f}', scale)} {unit} — "
+                cost = f"est. step cost {rows[a]['cost_fraction'][0]:.2f} vs {rows[b]['cost_fraction'][0]:.2f}"
+                lines.append(f"- {a} vs {b} ({how}; {cost}): {_pm(d['diff'], '{:+.2f}', scale)} {unit} — "
                              f"{verdict(d, hib)}")
         for m in ("rgft-budget", "rgft-budget-act", "rgft-top-p", "rgft-clip", "rgft-budget@onnxruntime"):
             r = rows.get(m)

@@ -36,7 +36,8 @@ def test_time_to_target_and_paired_ratios():
     assert r["final"][0] == pytest.approx(0.70)
     text = markdown({"mode": "quick", "seeds": [0, 1], "threads": 2, "date": "d"}, records,
                     {"t": d}, {"t": True}, {m: METHODS[m][1] for m in ("full", "rgft-budget", "random-budget")})
-    assert "rgft-budget vs random-budget (equal cost): +2.50 ± 10.61 accuracy points — within noise (1/2 seeds better)" in text
+    assert ("rgft-budget vs random-budget (equal cost; est. step cost 0.50 vs 0.50): +2.50 ± 10.61 accuracy "
+            "points — within noise (1/2 seeds better)") in text
     assert "| rgft-budget | 70.00 ± 14.14 |" in text
 
 
