@@ -160,7 +160,7 @@ def answers(records: list[dict], derived: dict, higher: dict[str, bool]) -> list
             sign = 1 if hib else -1
             losses = [f"{m} is better by {abs(r['final'][0] - ref['final'][0]) * scale:.2f} {unit} at "
                       f"{r['time_ratio'][0] / ref['time_ratio'][0]:.2f}x rgft-budget's time"
-                      for m, r in rows.items() if m != "rgft-budget"
+                      for m, r in rows.items() if m != "rgft-budget" and "@" not in m  # same backend only
                       and sign * (r["final"][0] - ref["final"][0]) > max(ref["final"][1], r["final"][1])]
             lines.append("- where rgft-budget loses (better by more than the seed std): "
                          + ("; ".join(losses) if losses else "nowhere"))
