@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .policies import Budget, Policy, Selection
+from .policies import Budget, Policy, Selection, Static
 
 
 class RandomBudget(Policy):
@@ -48,29 +48,15 @@ class RandomBudget(Policy):
         self.rng.bit_generator.state = d["rng"]
 
 
-class StaticBudget(Policy):
+class StaticBudget(Static):
     name = "static-budget"
 
-    def __init__(self, knapsack: Budget, warmup_steps: int = 10):
+    def __init__(self, knapsack: Budget, warmup_steps: int = 10):  # noqa: super() needs k and p
         self.knapsack, self.warmup = knapsack, warmup_steps
         self.frozen: np.ndarray | None = None
 
-    @property
-    def uses_scores(self):  # type: ignore[override]
-        return self.frozen is None
-
-    def select(self, scores, step, forced):
-        if step < self.warmup:
-            return Selection.of(np.ones(len(scores), bool))
-        if self.frozen is None:
-            self.frozen = self.knapsack.best_mask(scores, np.zeros(len(scores), bool))
-        return Selection.of(self.frozen)
-
-    def state_dict(self):
-        return {"frozen": None if self.frozen is None else self.frozen.tolist()}
-
-    def load_state_dict(self, d):
-        self.frozen = None if d.get("frozen") is None else np.asarray(d["frozen"], bool)
+    def freeze(self, scores: np.ndarray) -> np.ndarray:
+        return self.knapsack.best_mask(scores, np.zeros(len(scores), bool))
 
 
 class Elastic(Policy):

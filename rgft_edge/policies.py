@@ -185,8 +185,12 @@ class Static(TopP):
         if step < self.warmup:
             return Selection.of(np.ones(len(scores), bool))
         if self.frozen is None:
-            self.frozen = top_k_mask(scores, self.n)
+            self.frozen = self.freeze(scores)
         return Selection.of(self.frozen)
+
+    def freeze(self, scores: np.ndarray) -> np.ndarray:
+        """The selection kept for the rest of the run, from the warm-up's error map."""
+        return top_k_mask(scores, self.n)
 
     def state_dict(self):
         return {"frozen": None if self.frozen is None else self.frozen.tolist()}
