@@ -211,7 +211,7 @@ def markdown(meta: dict, records: list[dict], derived: dict, higher: dict[str, b
 
 
 def html_plots(records: list[dict], higher: dict[str, bool], methods: list[str]) -> str:
-    from rgft_edge.report import CSS, line_chart
+    from rgft_edge.runs.report import CSS, line_chart
 
     body = ["<h1>RGFT evidence: held-out metric vs training time</h1>",
             "<p>Mean over seeds at each evaluation (x: mean training seconds at that evaluation).</p>"]

@@ -6,7 +6,6 @@ split, seed and thread count, so a row of the table can be re-run from the comma
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +99,7 @@ def config_for(task: Task, method: str, seed: int, mode: str, out: str | Path, t
                eval_every=max(1, steps // size["evals"]), lr=task.lr, budget=BUDGET, seed=seed,
                threads=threads, out=str(out), report=False, checkpoint_every=0, **task.base)
     cfg.update(overrides)
-    return FinetuneConfig(**cfg)
+    return FinetuneConfig.of(**cfg)
 
 
 def backend_of(method: str) -> str | None:
@@ -145,7 +144,7 @@ def condense(task: Task, method: str, seed: int, run: Path, summary: dict, cfg: 
         rec = json.loads(line)
         (steps if rec["type"] == "step" else evals if rec["type"] == "eval" else []).append(rec)
     cost = CostModel(ComponentTable.from_dict(json.loads((run / "components.json").read_text())),
-                     cfg.batch_size)
+                     cfg.data.batch_size)
     k = len(cost.depth)
     backward = sum(cost.backward_flops(np.isin(np.arange(k), r["selected"])) for r in steps)
     clock = np.cumsum([r["step_time_s"] for r in steps])  # training time, evaluations excluded
@@ -162,10 +161,10 @@ def condense(task: Task, method: str, seed: int, run: Path, summary: dict, cfg: 
         "median_step_s": summary["median_step_time_s"],
         "energy_j": train_j, "session_energy_j": summary["energy_j"], "energy_source": summary["energy_source"],
         "peak_rss_mb": summary["peak_rss_bytes"] / 1e6, "memory_source": summary["memory_source"],
-        "backward_gflops_est": backward * cfg.batch_size / 1e9,
+        "backward_gflops_est": backward * cfg.data.batch_size / 1e9,
         "cost_fraction": summary["mean_estimated_step_cost_fraction"],
         "components_per_step": summary["mean_components_updated_per_step"],
         "components": summary["components"],
         "params_per_step": summary["mean_params_updated_per_step"],
-        "tracking_pct": summary["tracking_overhead_pct"], "config": dataclasses.asdict(cfg),
+        "tracking_pct": summary["tracking_overhead_pct"], "config": cfg.flat(),
     }

@@ -39,7 +39,7 @@ def child(artifact: str, policy: str, steps: int, threads: int, seed: int) -> di
     from rgft_edge.meters import MemoryMeter
     from rgft_edge.optim import ComponentAdamW
     from rgft_edge.policies import make_policy
-    from rgft_edge.recipes.train import open_backend
+    from rgft_edge.backend import open_backend
     from rgft_edge.text import TextEncoder, batches
 
     art = load_artifact(artifact)

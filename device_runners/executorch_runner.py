@@ -16,12 +16,11 @@ import numpy as np
 import torch
 
 from rgft_edge.artifact import Artifact, ArtifactError
-from rgft_edge.backend import Batch, EvalOutput, StepOutput, shallowest_program
+from rgft_edge.backend import Batch, EvalOutput, ProgramBackendTraits, StepOutput, shallowest_program
 
 
-class ExecuTorchBackend:
+class ExecuTorchBackend(ProgramBackendTraits):
     name = "executorch"
-    activation_scores = False  # programs return parameter gradients only
 
     def __init__(self, artifact: Artifact, threads: int):
         from executorch.extension.pybindings.portable_lib import _load_for_executorch

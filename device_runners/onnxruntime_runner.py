@@ -19,7 +19,7 @@ import onnxruntime as ort
 from safetensors.numpy import load_file
 
 from rgft_edge.artifact import Artifact, ArtifactError
-from rgft_edge.backend import Batch, EvalOutput, StepOutput, shallowest_program
+from rgft_edge.backend import Batch, EvalOutput, ProgramBackendTraits, StepOutput, shallowest_program
 
 
 def _training_api():
@@ -51,9 +51,8 @@ class _Program:
         self.seen: dict[str, int] = {}  # parameter -> version last copied in
 
 
-class OrtBackend:
+class OrtBackend(ProgramBackendTraits):
     name = "onnxruntime"
-    activation_scores = False  # programs return parameter gradients only
 
     def __init__(self, artifact: Artifact, threads: int):
         ort.set_default_logger_severity(3)

@@ -18,6 +18,8 @@ from safetensors.numpy import load_file
 from rgft_edge.artifact import Artifact, ArtifactError
 from rgft_edge.quiet import quiet_third_party
 
+from .torch_eager import TorchEagerBackend
+
 HEAD_NAMES = ("classifier", "score")
 
 
@@ -84,35 +86,8 @@ def _load_weights(model: nn.Module, artifact: Artifact) -> None:
             p.copy_(torch.from_numpy(np.ascontiguousarray(arr)))
 
 
-class TorchArtifactBackend:
-    """The eager adapter over a model rebuilt from a `torch` artifact."""
-
-    name = "torch"
-
-    def __init__(self, artifact: Artifact, threads: int):
-        from .torch_eager import TorchEagerBackend
-
-        torch.set_num_threads(threads)
-        self.artifact = artifact
-        self.table = artifact.table
-        self.model = build_model(artifact)
-        self._eager = TorchEagerBackend(self.model, self.table)
-        self.eval_batch_size = artifact.manifest["input_spec"]["batch_size"]
-
-    def __getattr__(self, item):  # parameters, train_step, commit, evaluate, trainable_state
-        return getattr(self._eager, item)
-
-    def environment(self) -> dict:
-        return {"torch": torch.__version__, "threads": torch.get_num_threads()}
-
-    def export_adapted(self, out) -> dict:
-        """Adapted trainable weights as safetensors (the torch artifact's own format)."""
-        from safetensors.numpy import save_file
-
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / "trainable.safetensors"
-        save_file(self._eager.trainable_state(), str(path), {"format": "rgft-edge trainable"})
-        return {"safetensors": str(path)}
-
-    def close(self) -> None:
-        self._eager.close()
+def open_torch_artifact(artifact: Artifact, threads: int) -> TorchEagerBackend:
+    """The eager backend over a model rebuilt from a `torch` artifact (its registered runner)."""
+    torch.set_num_threads(threads)
+    spec = artifact.manifest["input_spec"]
+    return TorchEagerBackend(build_model(artifact), artifact.table, eval_batch_size=spec["batch_size"])

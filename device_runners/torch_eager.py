@@ -8,6 +8,7 @@ GEMMs and stops below the lowest trainable parameter. Activation attribution rea
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Callable, Iterable, MutableMapping
 
 import numpy as np
@@ -54,11 +55,16 @@ def _first_tensor(x: Any) -> torch.Tensor | None:
 
 
 class TorchEagerBackend:
-    name = "torch"
-    eval_batch_size = 64  # no fixed shapes in eager mode: bigger batches evaluate faster
+    """Implements `rgft_edge.backend.Backend` over any nn.Module and its component table."""
 
-    def __init__(self, model: nn.Module, table: ComponentTable, loss_fn: LossFn = classification_loss):
+    name = "torch"
+    activation_scores = True
+
+    def __init__(self, model: nn.Module, table: ComponentTable, loss_fn: LossFn = classification_loss,
+                 eval_batch_size: int | None = 64):
+        # eval 64: no fixed shapes in eager mode, bigger batches evaluate faster
         self.model, self.table, self.loss_fn = model, table, loss_fn
+        self.eval_batch_size = eval_batch_size
         named = dict(model.named_parameters())
         self._params = {n: named[n] for n in sorted(table.param_names())}
         self._comp_params = [sorted({r.name for r in c.params}) for c in table]
@@ -160,53 +166,62 @@ class TorchEagerBackend:
     def set_rng_state(self, state: np.ndarray) -> None:
         torch.set_rng_state(torch.from_numpy(np.asarray(state, dtype=np.uint8).copy()))
 
+    def environment(self) -> dict:
+        return {"torch": torch.__version__, "threads": torch.get_num_threads()}
+
+    def export_adapted(self, out: Path) -> dict:
+        """Adapted trainable weights as safetensors (what a `torch` artifact loads)."""
+        from safetensors.numpy import save_file
+
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "trainable.safetensors"
+        save_file(self.trainable_state(), str(path), {"format": "rgft-edge trainable"})
+        return {"safetensors": str(path)}
+
+    def activation_bytes(self, batch: Batch) -> np.ndarray:
+        """Bytes autograd saves for backward, per component, on one fully-trainable step.
+
+        Saved tensors are attributed to the component whose parameters most recently ran (forward
+        order), deduplicated by storage; this is what a step keeps alive from the cut depth up.
+        """
+        table = self.table
+        owner: dict[str, int] = {}
+        for i, c in enumerate(table):
+            for r in c.params:
+                owner.setdefault(r.name.rsplit(".", 1)[0], i)
+        current = [0]
+        handles = []
+        for path, mod in self.model.named_modules():
+            if path in owner:
+                handles.append(mod.register_forward_pre_hook(
+                    lambda m, a, i=owner[path]: current.__setitem__(0, i)))
+        sizes = np.zeros(len(table))
+        seen: set[int] = set()
+
+        def pack(t: torch.Tensor):
+            try:
+                key = t.untyped_storage().data_ptr()
+                if key not in seen and not isinstance(t, nn.Parameter):
+                    seen.add(key)
+                    sizes[current[0]] += t.untyped_storage().nbytes()
+            except (RuntimeError, NotImplementedError):
+                pass  # tensor subclasses without plain storage (int8 weights) are not activations
+            return t
+
+        self.set_trainable(np.ones(len(table), bool))
+        self.model.train()
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                loss, _ = self.loss_fn(self.model, self.to_tensors(batch))
+            del loss
+        finally:
+            for h in handles:
+                h.remove()
+            self.commit([])
+        return sizes
+
     def close(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles = []
 
-
-def activation_bytes(backend: TorchEagerBackend, batch: Batch) -> np.ndarray:
-    """Bytes autograd saves for backward, per component, on one fully-trainable step.
-
-    Saved tensors are attributed to the component whose parameters most recently ran (forward
-    order), deduplicated by storage; this is what a step keeps alive from the cut depth up.
-    """
-    table = backend.table
-    owner: dict[str, int] = {}
-    for i, c in enumerate(table):
-        for r in c.params:
-            owner.setdefault(r.name.rsplit(".", 1)[0], i)
-    current = [0]
-    handles = []
-    for path, mod in backend.model.named_modules():
-        if path in owner:
-            handles.append(mod.register_forward_pre_hook(
-                lambda m, a, i=owner[path]: current.__setitem__(0, i)))
-    sizes = np.zeros(len(table))
-    seen: set[int] = set()
-
-    def pack(t: torch.Tensor):
-        try:
-            key = t.untyped_storage().data_ptr()
-            if key not in seen and not isinstance(t, nn.Parameter):
-                seen.add(key)
-                sizes[current[0]] += t.untyped_storage().nbytes()
-        except (RuntimeError, NotImplementedError):
-            pass  # tensor subclasses without plain storage (int8 weights) are not activations
-        return t
-
-    backend.set_trainable(np.ones(len(table), bool))
-    backend.model.train()
-    try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss, _ = backend.loss_fn(backend.model, backend.to_tensors(batch))
-        del loss
-    finally:
-        for h in handles:
-            h.remove()
-        backend.commit([])
-    return sizes
-
-
-TorchEagerBackend.activation_bytes = activation_bytes  # the memory guard asks the backend

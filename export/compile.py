@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 import rgft_edge
-from rgft_edge.artifact import BACKENDS, load_artifact, write_manifest
+from rgft_edge.artifact import load_artifact, write_manifest
+from rgft_edge.backend import backend_names, get_backend
 from rgft_edge.components import ComponentTable
 from rgft_edge.errors import UserError
 
@@ -62,8 +63,8 @@ def compile_artifact(model_dir: str, out_dir: str | Path, backend: str = "execut
                      opts: PrepareOptions | None = None, force: bool = False,
                      max_programs: int = 4) -> dict:
     """Compile and validate an artifact; returns the export report (also saved in the directory)."""
-    if backend not in BACKENDS:
-        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend not in backend_names():
+        raise UserError(f"--backend must be one of {', '.join(backend_names())}, got {backend!r}")
     opts = opts or PrepareOptions()
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
@@ -130,12 +131,7 @@ def _input_names(prep: PreparedModel) -> list[str]:
 
 
 def _export_backend(backend: str, prep: PreparedModel, out: Path, cuts: list[int]):
-    if backend == "torch":
-        return [], {"rebuild": "transformers config + peft LoRA config + safetensors weights"}
-    if backend == "executorch":
-        from .executorch_backend import export_programs
-    else:
-        from .onnxruntime_backend import export_programs
+    export_programs = get_backend(backend).exporter_fn()
     with warnings.catch_warnings():  # tracer and exporter chatter about code paths we do not use
         warnings.simplefilter("ignore")
         return export_programs(prep, out, cuts)

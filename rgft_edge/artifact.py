@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from .backend import backend_names
 from .components import ComponentTable
 from .errors import UserError
 
@@ -20,7 +21,6 @@ SCHEMA = "rgft-edge/artifact"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
-BACKENDS = ("torch", "executorch", "onnxruntime")
 
 
 class ArtifactError(UserError):
@@ -113,7 +113,7 @@ def load_artifact(root: str | os.PathLike, verify_hashes: bool = True,
         raise ArtifactError(f"{mpath}: input_spec must give names, a positive batch_size and max_length")
     if not isinstance(manifest["trainable"], list):
         raise ArtifactError(f"{mpath}: 'trainable' must list parameter names")
-    if manifest["backend"] not in BACKENDS:
+    if manifest["backend"] not in backend_names():
         raise ArtifactError(f"{mpath}: unknown backend {manifest['backend']!r}")
     files = manifest["files"]
     if not isinstance(files, dict):

@@ -1,75 +1,102 @@
-"""`rgft-edge` command line. Every `finetune` flag is one FinetuneConfig field (same name)."""
+"""`rgft-edge` command line. Flags are built from the config groups (`config.py`) and the policy
+and backend registries, so `finetune`, `train` and `compile` share one vocabulary."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import json
 import sys
 import typing
 from pathlib import Path
 
-from .config import FinetuneConfig
+from .backend import backend_names
+from .config import GROUPS, FinetuneConfig, flag_of, group_fields
 from .errors import UserError
+from .policies import option_fields, policy_specs
 from .quiet import quiet_third_party
 
-HELP = {
-    "model": "HF model directory, or a shipped model: minilm (default, all-MiniLM-L6-v2), "
-             "smollm2-135m (SmolLM2-135M-Instruct, Llama-like; use with --task causal-lm)",
-    "data": "rotten-tomatoes, bbc-news, or a .csv/.tsv/.jsonl file",
-    "policy": "top-p, scale, clip, rank, budget, full, random, static, head-only; baselines at the "
-              "budget: random-budget, static-budget, elastic (ElasticTrainer-style)",
-    "top_p": "fraction of components per step for top-p/rank/random/static, in (0, 1]",
-    "budget": "per-step cost budget as a fraction of a full step (budget policy)",
-    "granularity": "layer, block (attention vs FFN), head, lora",
-    "estimator": "grad-norm or activation (||dL/dh||*||h||)",
-    "max_train_examples": "cap on training examples (0: all)",
-    "out": "run directory (default runs/<data>-<policy>-<time>)",
-}
+# Settings a compiled artifact fixes (its model, shapes, granularity): not `train` flags.
+ARTIFACT_FIXED = ("model", "task", "adapter", "lora_r", "granularity", "train_embeddings",
+                  "max_length", "batch_size")
 
 
 def _flag_type(tp):
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    base = args[0] if args else tp
-    return base
+    return args[0] if args else tp
 
 
-# Fields fixed by a compiled artifact (its model, shapes, granularity) are not `train` flags.
-ARTIFACT_FIXED = ("model", "max_length", "granularity", "train_embeddings", "batch_size", "task",
-                  "adapter", "lora_r")
+def _adapter(text: str) -> str:
+    return "none" if text == "full" else text  # `full` (the manifest's word) means no adapter
+
+
+def _add(parser, key: str, tp, default, help_: str, choices=None) -> None:
+    # Choices are listed in the help, not enforced by argparse: the config's validation refuses a
+    # bad value with one clear line and exit status 2, the same for flags, resume and the API.
+    flag = "--" + key.replace("_", "-")
+    help_ = f"{help_}{'; one of ' + ', '.join(choices) if choices else ''} (default: {default})"
+    if tp is bool:
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
+        return
+    kind = _adapter if key == "adapter" else _flag_type(tp)
+    names = (flag, "--steps") if key == "max_steps" else (flag,)
+    parser.add_argument(*names, type=kind, default=default, help=help_, dest=key)
+
+
+def add_group_flags(parser: argparse.ArgumentParser, group: str, only: tuple[str, ...] | None = None,
+                    exclude: tuple[str, ...] = (), defaults: dict | None = None) -> None:
+    """One flag per field of a config group (`only` / `exclude` by flag key)."""
+    cls = GROUPS[group]
+    hints = typing.get_type_hints(cls)
+    section = parser.add_argument_group(group)
+    for f in group_fields(cls):
+        key = flag_of(f)
+        if key in exclude or (only is not None and key not in only):
+            continue
+        choices = f.metadata.get("choices")
+        choices = choices() if callable(choices) else choices
+        _add(section, key, hints[f.name], (defaults or {}).get(key, f.default), f.metadata.get("help", ""),
+             list(choices) if choices else None)
+    if group == "selection":
+        add_policy_option_flags(parser)
+
+
+def add_policy_option_flags(parser: argparse.ArgumentParser) -> None:
+    section = parser.add_argument_group("policy options", "each used by the policies it names; "
+                                        "policies: " + "; ".join(f"{n}: {s.summary}"
+                                                                 for n, s in policy_specs().items()))
+    for key, f in option_fields().items():
+        _add(section, key, _option_type(f.type), f.default, f.metadata.get("help", ""))
+
+
+def _option_type(annotation):
+    """Option dataclasses may use postponed annotations: 'float | None' -> float."""
+    if not isinstance(annotation, str):
+        return _flag_type(annotation)
+    return {"float": float, "int": int, "str": str, "bool": bool}.get(annotation.split("|")[0].strip(), str)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
-    hints = typing.get_type_hints(FinetuneConfig)
-    for f in dataclasses.fields(FinetuneConfig):
-        if f.name in exclude:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        tp = _flag_type(hints[f.name])
-        help_ = HELP.get(f.name, "") + f" (default: {f.default})"
-        if tp is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
-        else:
-            parser.add_argument(flag, type=tp, default=f.default, help=help_, dest=f.name)
+    for group in GROUPS:
+        add_group_flags(parser, group, exclude=exclude)
 
 
 def config_from_args(ns: argparse.Namespace) -> FinetuneConfig:
-    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(FinetuneConfig) if hasattr(ns, f.name)}
+    keys = set(FinetuneConfig().flat())
+    values = {k: v for k, v in vars(ns).items() if k in keys}
     if values.get("max_train_examples") == 0:
         values["max_train_examples"] = None
-    return FinetuneConfig(**values)
+    return FinetuneConfig.of(**values)
 
 
 def resumed_config(run_dir: str) -> tuple[FinetuneConfig, dict]:
     """The interrupted run's own resolved configuration, writing into the same directory."""
-    import json
-
     path = Path(run_dir) / "config.json"
     try:
         saved = json.loads(path.read_text())
-        cfg = FinetuneConfig(**saved["config"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        cfg = FinetuneConfig.of(**saved["config"])
+    except (OSError, ValueError, KeyError, TypeError, UserError) as e:
         raise UserError(f"{path}: cannot resume from this run directory ({e})") from e
-    cfg.out = str(run_dir)
+    cfg.output.out = str(run_dir)
     return cfg.validate(), saved
 
 
@@ -83,30 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue an interrupted run from its last checkpoint (its own config is used)")
 
     co = sub.add_parser("compile", help="host: quantize, add adapters, partition, export an artifact")
-    co.add_argument("--model", default=None, help="HF model directory or minilm / smollm2-135m (default: minilm)")
-    co.add_argument("--backend", choices=("torch", "executorch", "onnxruntime"), default=None,
-                    help="default: the profile's preferred backend, else executorch")
-    co.add_argument("--quantize", choices=("int8", "none"), default="int8")
-    co.add_argument("--adapter", choices=("lora", "full"), default="lora")
-    co.add_argument("--granularity", choices=("layer", "block", "head", "lora"), default=None,
-                    help="default: lora for LoRA adapters, block for full")
-    co.add_argument("--profile", default=None, help="device profile name or YAML file")
-    co.add_argument("--task", choices=("sequence-classification", "causal-lm"), default="sequence-classification")
-    co.add_argument("--labels", default="rotten,fresh", help="comma-separated label names")
-    co.add_argument("--max-length", type=int, default=64)
-    co.add_argument("--batch-size", type=int, default=16)
-    co.add_argument("--lora-r", type=int, default=8)
-    co.add_argument("--lora-targets", default=None, help="comma-separated module names")
-    co.add_argument("--programs", type=int, default=4, help="backprop cut depths to export")
-    co.add_argument("--dropout", type=float, default=None, help="override every dropout rate (0: deterministic)")
-    co.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
-    co.add_argument("-o", "--out", required=True, help="artifact directory to write")
+    add_group_flags(co, "model", exclude=("train_embeddings",), defaults={"adapter": "lora", "granularity": None})
+    add_group_flags(co, "data", only=("max_length", "batch_size"))
+    add_group_flags(co, "limits", only=("profile",))
+    out = co.add_argument_group("compile")
+    out.add_argument("--backend", choices=backend_names(), default=None,
+                     help="default: the profile's preferred backend, else executorch")
+    out.add_argument("--quantize", choices=("int8", "none"), default="int8")
+    out.add_argument("--labels", default="rotten,fresh", help="comma-separated label names")
+    out.add_argument("--lora-targets", default=None, help="comma-separated module names")
+    out.add_argument("--programs", type=int, default=4, help="backprop cut depths to export")
+    out.add_argument("--dropout", type=float, default=None, help="override every dropout rate (0: deterministic)")
+    out.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
+    out.add_argument("-o", "--out", required=True, help="artifact directory to write")
 
     tr = sub.add_parser("train", help="device: train a compiled artifact with RGFT selection")
     tr.add_argument("artifact", nargs="?", help="artifact directory written by `rgft-edge compile` "
                     "(not needed with --resume)")
-    tr.add_argument("--steps", type=int, default=None, dest="steps", help="stop after N steps")
-    add_config_flags(tr, exclude=ARTIFACT_FIXED + ("max_steps",))
+    add_config_flags(tr, exclude=ARTIFACT_FIXED)
     tr.add_argument("--resume", default=None, metavar="RUN_DIR",
                     help="continue an interrupted run from its last checkpoint (its own config is used)")
     tr.set_defaults(budget=None)  # artifacts differ in forward share: default to half the backward
@@ -133,8 +154,8 @@ def _compile(args) -> int:
     if backend is None:
         backend = load_profile(args.profile).preferred_backend if args.profile else "executorch"
     opts = PrepareOptions(task=args.task, labels=[x.strip() for x in args.labels.split(",") if x.strip()],
-                          adapter=args.adapter, quantize=args.quantize, lora_r=args.lora_r,
-                          lora_alpha=2 * args.lora_r,
+                          adapter="lora" if args.adapter == "lora" else "full", quantize=args.quantize,
+                          lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
                           lora_targets=args.lora_targets.split(",") if args.lora_targets else None,
                           granularity=args.granularity, max_length=args.max_length,
                           batch_size=args.batch_size, dropout=args.dropout)
@@ -158,21 +179,26 @@ def format_report(r: dict, out: str) -> str:
     return "\n".join(lines)
 
 
-def _train(args) -> int:
-    from .recipes.train import train_artifact
-
-    if args.resume:
-        cfg, saved = resumed_config(args.resume)
-        summary = train_artifact(saved.get("artifact") or args.artifact, cfg, progress=not args.no_progress,
-                                 resume=True)
-    else:
-        if not args.artifact:
-            raise UserError("train needs an ARTIFACT directory (or --resume RUN_DIR)")
-        cfg = config_from_args(args)
-        cfg.max_steps = args.steps
-        summary = train_artifact(args.artifact, cfg, progress=not args.no_progress)
+def _run(args) -> int:
+    """finetune / train, fresh or resumed; prints the summary, returns the run's exit status."""
     from .session import format_summary
 
+    if args.command == "finetune":
+        from .recipes.finetune import finetune as run
+    else:
+        from .recipes.train import train_artifact
+
+        def run(cfg, progress, resume=False):
+            artifact = (saved.get("artifact") if resume else None) or args.artifact
+            if not artifact:
+                raise UserError("train needs an ARTIFACT directory (or --resume RUN_DIR)")
+            return train_artifact(artifact, cfg, progress=progress, resume=resume)
+    saved: dict = {}
+    if args.resume:
+        cfg, saved = resumed_config(args.resume)
+        summary = run(cfg, progress=not args.no_progress, resume=True)
+    else:
+        summary = run(config_from_args(args).validate(), progress=not args.no_progress)
     print(format_summary(summary))
     return summary["exit_code"]
 
@@ -193,43 +219,28 @@ def _profiles(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from .runs.report import write_report
+
+    runs = [args.run_dir, *args.compare]
+    print(write_report(runs, args.out or Path(args.run_dir) / "report.html"))
+    return 0
+
+
+COMMANDS = {"finetune": _run, "train": _run, "compile": _compile, "profiles": _profiles, "report": _report}
+
+
 def main(argv: list[str] | None = None) -> int:
     quiet_third_party()
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "finetune":
-            from .recipes.finetune import finetune
-            from .session import format_summary
-
-            if args.resume:
-                cfg, _ = resumed_config(args.resume)
-                summary = finetune(cfg, progress=not args.no_progress, resume=True)
-            else:
-                summary = finetune(config_from_args(args).validate(), progress=not args.no_progress)
-            print(format_summary(summary))
-            return summary["exit_code"]
-        if args.command == "compile":
-            return _compile(args)
-        if args.command == "train":
-            return _train(args)
-        if args.command == "profiles":
-            return _profiles(args)
-        if args.command == "report":
-            from .report import write_report
-
-            runs = [args.run_dir, *args.compare]
-            for r in runs:
-                if not Path(r).is_dir():
-                    raise UserError(f"run directory not found: {r}")
-            print(write_report(runs, args.out or Path(args.run_dir) / "report.html"))
-            return 0
+        return COMMANDS[args.command](args)
     except UserError as e:
         print(f"rgft-edge: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rgft-edge: interrupted", file=sys.stderr)
         return 130
-    return 1
 
 
 if __name__ == "__main__":

@@ -1,148 +1,212 @@
-"""The fine-tuning configuration: one dataclass whose defaults ARE the default demo.
+"""The fine-tuning configuration, grouped by concern; its defaults ARE the default demo.
 
-`rgft-edge finetune` with no flags runs `FinetuneConfig()` (a test checks that); every flag maps to
-one field, and the resolved config is written to the run directory.
+`rgft-edge finetune` with no flags runs `FinetuneConfig()` (a test checks that). Every field of a
+group is one command-line flag (the field name with dashes unless its metadata names another), and
+`finetune`, `train` and `compile` build their flags from these same groups, so a flag means one
+thing in every command. The options of the selection policies come from the policy registry. The
+resolved configuration is written to the run directory flat, one key per flag.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from .components import GRANULARITIES
 from .errors import UserError
 from .estimators import ESTIMATORS
-from .policies import POLICIES
+from .policies import check_option_values, option_fields, policy_names
 
 TASKS = ("sequence-classification", "causal-lm")
+ADAPTERS = ("none", "lora")
 
 
-@dataclass
+def setting(default: Any, help: str = "", *, flag: str | None = None, choices: Callable | tuple | None = None,
+            check: Callable[[Any], bool] | None = None, must: str = ""):
+    """A config field: default, --help text, the flag name when it differs from the field, allowed
+    choices (a tuple, or a function returning one: registries can grow), and a range check."""
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices,
+                                            "check": check, "must": must})
+
+
+def _positive(v) -> bool:
+    return v is not None and v > 0
+
+
+def _at_least(n: float) -> Callable[[Any], bool]:
+    return lambda v: v is not None and v >= n
+
+
+@dataclass(slots=True)
+class DataConfig:
+    source: str = setting("rotten-tomatoes", "rotten-tomatoes, bbc-news, or a .csv/.tsv/.jsonl file", flag="data")
+    text_column: str = setting("text", "text column of a .csv/.tsv/.jsonl file")
+    label_column: str = setting("label", "label column of a .csv/.tsv/.jsonl file")
+    on_bad_row: str = setting("skip", "skip (counted) or error (refuse with the line number)",
+                              choices=("skip", "error"))
+    max_length: int = setting(64, "tokens per example", check=_at_least(2), must=">= 2")
+    max_train_examples: int | None = setting(4000, "cap on training examples (0: all)")
+    eval_examples: int = setting(2000, "held-out examples", check=_at_least(1), must=">= 1")
+    batch_size: int = setting(16, "examples per step", check=_at_least(1), must=">= 1")
+
+
+@dataclass(slots=True)
+class ModelConfig:
+    path: str | None = setting(None, "HF model directory, or a shipped model: minilm (default, "
+                               "all-MiniLM-L6-v2), smollm2-135m (SmolLM2-135M-Instruct, Llama-like; "
+                               "use with --task causal-lm)", flag="model")
+    task: str = setting("sequence-classification", "sequence-classification or causal-lm", choices=TASKS)
+    adapter: str = setting("none", "none: train the model's own weights | lora: peft LoRA + the head",
+                           choices=ADAPTERS)
+    lora_r: int = setting(8, "LoRA rank", check=_at_least(1), must=">= 1")
+    granularity: str | None = setting("block", "components: layer, block (attention vs FFN), head, lora",
+                                      choices=GRANULARITIES)
+    train_embeddings: bool = setting(False, "train the embedding block too (frozen by default on devices)")
+
+
+@dataclass(slots=True)
+class SelectionConfig:
+    policy: str = setting("budget", "selection policy", choices=policy_names)
+    estimator: str = setting("grad-norm", "grad-norm or activation (||dL/dh||*||h||)", choices=ESTIMATORS)
+    p_norm: float = setting(2.0, "p of the gradient norm (1 or 2)", check=lambda v: v in (1.0, 2.0), must="1 or 2")
+    beta: float = setting(0.9, "EMA factor of the error map", check=lambda v: 0.0 <= v < 1.0, must="in [0, 1)")
+    max_staleness: int = setting(20, "steps before an unmeasured component is forced in",
+                                 check=_at_least(1), must=">= 1")
+    # every registered policy's options by flag name (--top-p, --budget, ...), defaults filled in
+    options: dict = field(default_factory=lambda: {n: f.default for n, f in option_fields().items()})
+
+
+@dataclass(slots=True)
+class TrainingConfig:
+    epochs: int = setting(1, "passes over the training data", check=_at_least(1), must=">= 1")
+    max_steps: int | None = setting(None, "stop after this many steps")
+    lr: float = setting(1e-4, "AdamW learning rate", check=_positive, must="positive")
+    weight_decay: float = setting(0.01, "AdamW decoupled weight decay")
+    evict_after: int = setting(200, "steps before a cold component's AdamW state is dropped")
+    seed: int = setting(0, "seed of the data order, the model head and random policies")
+    threads: int | None = setting(None, "CPU threads (default: the profile's, else 2)",
+                                  check=lambda v: v is None or v >= 1, must=">= 1")
+    eval_every: int = setting(0, "steps between held-out evaluations (0: only at the end)")
+
+
+@dataclass(slots=True)
+class LimitsConfig:
+    profile: str | None = setting(None, "device profile (name or YAML): threads, power model, sensor, defaults")
+    memory_budget: str | None = setting(None, "e.g. 1.5GB: selections shrink so peak RSS stays under it")
+    energy_budget: str | None = setting(None, "e.g. 2Wh or 500J: the run stops cleanly when it is spent")
+    time_budget: str | None = setting(None, "e.g. 20m, 90s, 1h: likewise for wall time")
+    country: str = setting("USA", "ISO code for the CO2-equivalent (codecarbon, offline)")
+
+
+@dataclass(slots=True)
+class OutputConfig:
+    out: str | None = setting(None, "run directory (default runs/<data>-<policy>-<time>)")
+    checkpoint_every: int = setting(50, "steps between atomic checkpoints (0: only when a budget stops the run)")
+    checkpoint_seconds: float = setting(0.0, "also checkpoint when this much time passed since the last (0: off)")
+    report: bool = setting(True, "write RUN_DIR/report.html at the end (--no-report to skip)")
+
+
+GROUPS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "selection": SelectionConfig,
+                           "training": TrainingConfig, "limits": LimitsConfig, "output": OutputConfig}
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    """The flag key (underscores) of a config field."""
+    return f.metadata.get("flag") or f.name
+
+
+def group_fields(group: type) -> list[dataclasses.Field]:
+    """The fields of a group that are flags (the policy options dict is expanded separately)."""
+    return [f for f in dataclasses.fields(group) if f.name != "options"]
+
+
+@dataclass(slots=True)
 class FinetuneConfig:
-    model: str | None = None  # HF model directory; None: the shipped all-MiniLM-L6-v2
-    task: str = "sequence-classification"  # or causal-lm (next-token loss on the texts; labels unused)
-    adapter: str = "none"  # none: train the model's own weights | lora: peft LoRA (fp32) + head
-    lora_r: int = 8
-    data: str = "rotten-tomatoes"  # rotten-tomatoes | bbc-news | path to .csv/.tsv/.jsonl
-    text_column: str = "text"
-    label_column: str = "label"
-    on_bad_row: str = "skip"  # skip (counted) | error (refuse with the line number)
-    max_length: int = 64
-    max_train_examples: int | None = 4000
-    eval_examples: int = 2000
-    policy: str = "budget"
-    top_p: float = 0.3
-    budget: float | None = 0.5  # None: half the backward work on top of the forward floor
-    granularity: str = "block"
-    estimator: str = "grad-norm"
-    p_norm: float = 2.0
-    beta: float = 0.9
-    max_staleness: int = 20
-    clip_top_p: float = 1.0  # clip policy: fraction of components per step (1: all, LR-modulated)
-    probe_every: int = 50  # elastic policy: steps between importance probes (full steps)
-    static_warmup_steps: int = 10  # static / static-budget: all-components steps before freezing
-    train_embeddings: bool = False  # embeddings are ~half of MiniLM; frozen by default on devices
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    evict_after: int = 200
-    seed: int = 0
-    threads: int | None = None  # None: the profile's default threads, else 2
-    eval_every: int = 0
-    out: str | None = None  # run directory; None: runs/<data>-<policy>-<time>
-    profile: str | None = None  # device profile (name or YAML): threads, power model, sensor
-    memory_budget: str | None = None  # e.g. 1.5GB: selections shrink so peak RSS stays under it
-    energy_budget: str | None = None  # e.g. 2Wh or 500J: the run stops cleanly when it is spent
-    time_budget: str | None = None  # e.g. 20m, 90s, 1h: likewise for wall time
-    country: str = "USA"  # ISO code for the CO2-equivalent (codecarbon, offline)
-    checkpoint_every: int = 50  # steps between atomic checkpoints (0: only when a budget stops the run)
-    report: bool = True  # write RUN_DIR/report.html at the end (--no-report to skip)
-    checkpoint_seconds: float = 0.0  # also checkpoint when this much time passed since the last (0: off)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
 
+    # -- flat view: one key per flag (run directories, resume, benchmarks) ----------------------
+    @classmethod
+    def of(cls, **flags) -> "FinetuneConfig":
+        """From flag values (`data=`, `policy=`, `top_p=`, ...); the rest keep their defaults."""
+        cfg = cls()
+        cfg.update(**flags)
+        return cfg
+
+    def update(self, **flags) -> "FinetuneConfig":
+        options = self.selection.options
+        for key, value in flags.items():
+            where = _FLAG_PLACES.get(key)
+            if where is not None:
+                setattr(getattr(self, where[0]), where[1], value)
+            elif key in option_fields():
+                options[key] = value
+            else:
+                raise UserError(f"unknown setting {key!r}")
+        return self
+
+    def flat(self) -> dict:
+        out = {}
+        for gname, group in GROUPS.items():
+            for f in group_fields(group):
+                out[flag_of(f)] = getattr(getattr(self, gname), f.name)
+        out.update(self.selection.options)
+        return out
+
+    to_dict = flat
+
+    # -- checks and defaults --------------------------------------------------------------------
     def validate(self) -> "FinetuneConfig":
-        checks = [
-            (self.policy in POLICIES, f"--policy must be one of {', '.join(POLICIES)}"),
-            (self.granularity in GRANULARITIES, f"--granularity must be one of {', '.join(GRANULARITIES)}"),
-            (self.estimator in ESTIMATORS, f"--estimator must be one of {', '.join(ESTIMATORS)}"),
-            (0.0 < self.top_p <= 1.0, f"--top-p must be in (0, 1], got {self.top_p}"),
-            (self.budget is None or 0.0 < self.budget <= 1.0,
-             f"--budget must be in (0, 1] of a full step, got {self.budget}"),
-            (self.p_norm in (1.0, 2.0), f"--p-norm must be 1 or 2, got {self.p_norm}"),
-            (0.0 <= self.beta < 1.0, f"--beta must be in [0, 1), got {self.beta}"),
-            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
-            (self.threads is None or self.threads >= 1, f"--threads must be >= 1, got {self.threads}"),
-            (self.max_length >= 2, f"--max-length must be >= 2, got {self.max_length}"),
-            (self.eval_examples >= 1, f"--eval-examples must be >= 1, got {self.eval_examples}"),
-            (self.max_staleness >= 1, f"--max-staleness must be >= 1, got {self.max_staleness}"),
-            (self.on_bad_row in ("skip", "error"), "--on-bad-row must be skip or error"),
-            (self.task in TASKS, f"--task must be one of {', '.join(TASKS)}"),
-            (self.adapter in ("none", "lora"), "--adapter must be none or lora"),
-            (self.lora_r >= 1, f"--lora-r must be >= 1, got {self.lora_r}"),
-            (0.0 < self.clip_top_p <= 1.0, f"--clip-top-p must be in (0, 1], got {self.clip_top_p}"),
-            (self.probe_every >= 1, f"--probe-every must be >= 1, got {self.probe_every}"),
-            (self.static_warmup_steps >= 1, f"--static-warmup-steps must be >= 1, got {self.static_warmup_steps}"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise UserError(msg)
+        for gname, group in GROUPS.items():
+            for f in group_fields(group):
+                value, meta = getattr(getattr(self, gname), f.name), f.metadata
+                choices = meta.get("choices")
+                choices = choices() if callable(choices) else choices
+                name = "--" + flag_of(f).replace("_", "-")
+                if choices and value not in choices and not (value is None and f.default is None):
+                    raise UserError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+                if meta.get("check") and not meta["check"](value):
+                    raise UserError(f"{name} must be {meta['must']}, got {value}")
+        try:
+            check_option_values(self.selection.options)
+        except ValueError as e:
+            raise UserError(str(e)) from e
         return self
 
     def resolved(self) -> "FinetuneConfig":
-        """A copy with the profile's defaults filled in where the user gave none."""
-        cfg = dataclasses.replace(self)
+        """A copy with the profile's defaults filled in wherever the user kept the default."""
+        cfg = FinetuneConfig.of(**self.flat())
         prof = None
-        if cfg.profile:
+        if cfg.limits.profile:
             from .device_profiles import load_profile
 
-            prof = load_profile(cfg.profile)
-            if cfg.memory_budget is None and prof.defaults.get("memory_budget"):
-                cfg.memory_budget = str(prof.defaults["memory_budget"])
-            if "checkpoint_every" in prof.defaults and self.checkpoint_every == FinetuneConfig.checkpoint_every:
-                cfg.checkpoint_every = int(prof.defaults["checkpoint_every"])
-        if cfg.threads is None:
-            cfg.threads = prof.default_threads if prof else 2
+            prof = load_profile(cfg.limits.profile)
+            stock = FinetuneConfig().flat()
+            mine = cfg.flat()
+            cfg.update(**{k: v for k, v in prof.defaults.items()
+                          if k in stock and mine[k] == stock[k] and k != "threads"})
+        if cfg.training.threads is None:
+            cfg.training.threads = prof.default_threads if prof else 2
         return cfg.validate()
 
     def budgets(self) -> tuple[int | None, float | None, float | None]:
         """(memory bytes, energy joules, time seconds) parsed from the budget strings."""
-        from .device_profiles import parse_bytes
+        from .budgets.units import parse_bytes, parse_duration, parse_energy
 
-        mem = parse_bytes(self.memory_budget) if self.memory_budget else None
-        energy = parse_energy(self.energy_budget) if self.energy_budget else None
-        secs = parse_duration(self.time_budget) if self.time_budget else None
+        lim = self.limits
+        mem = parse_bytes(lim.memory_budget) if lim.memory_budget else None
+        energy = parse_energy(lim.energy_budget) if lim.energy_budget else None
+        secs = parse_duration(lim.time_budget) if lim.time_budget else None
         for name, v in (("--memory-budget", mem), ("--energy-budget", energy), ("--time-budget", secs)):
             if v is not None and v <= 0:
                 raise UserError(f"{name} must be positive")
         return mem, energy, secs
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
-
-_ENERGY = {"j": 1.0, "kj": 1e3, "wh": 3600.0, "kwh": 3.6e6, "mwh": 3.6}
-_TIME = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-
-
-def _number_unit(text: str, units: dict, what: str, example: str) -> float:
-    import re
-
-    m = re.match(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$", str(text))
-    unit = m.group(2).lower() if m else None
-    if not m or unit not in units:
-        raise UserError(f"cannot read {text!r} as {what} (examples: {example})")
-    return float(m.group(1)) * units[unit]
-
-
-def parse_energy(text: str) -> float:
-    """Joules from '2Wh', '500J', '1.5kJ'."""
-    return _number_unit(text, _ENERGY, "an energy", "2Wh, 500J, 1.5kJ")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from '20m', '90s', '1.5h'."""
-    return _number_unit(text, _TIME, "a duration", "20m, 90s, 1.5h")
-
+# flag key -> (group attribute, field name)
+_FLAG_PLACES = {flag_of(f): (g, f.name) for g, grp in GROUPS.items() for f in group_fields(grp)}

@@ -5,31 +5,20 @@ from __future__ import annotations
 import importlib.resources
 import os
 import platform
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from .backend import backend_names
+from .budgets.units import parse_bytes
 from .errors import UserError
+from .meters.power import sensor_names
 
-SENSORS = ("none", "rapl", "ina3221", "rpi5-pmic", "android-power-supply")
-BACKENDS = ("torch", "executorch", "onnxruntime")
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$", re.I)
-_UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30}
 
 
 class ProfileError(UserError):
     """A profile file that is missing or malformed."""
-
-
-def parse_bytes(text: str | int | float) -> int:
-    if isinstance(text, (int, float)):
-        return int(text)
-    m = _SIZE.match(str(text))
-    if not m:
-        raise UserError(f"cannot read {text!r} as a size (examples: 1.5GB, 800MB, 2GiB)")
-    return int(float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
 
 
 @dataclass
@@ -91,10 +80,11 @@ def load_profile(name_or_path: str) -> Profile:
     if raw["usable_memory_gb"] > raw["ram_gb"]:
         raise ProfileError(f"{path}: field 'usable_memory_gb' exceeds 'ram_gb'")
     sensor = raw["power_sensor"]
-    if sensor.get("kind") not in SENSORS:
-        raise ProfileError(f"{path}: field 'power_sensor.kind' must be one of {SENSORS}")
-    if raw["preferred_backend"] not in BACKENDS:
-        raise ProfileError(f"{path}: field 'preferred_backend' must be one of {BACKENDS}")
+    sensors = ("none",) + sensor_names()
+    if sensor.get("kind") not in sensors:
+        raise ProfileError(f"{path}: field 'power_sensor.kind' must be one of {sensors}")
+    if raw["preferred_backend"] not in backend_names():
+        raise ProfileError(f"{path}: field 'preferred_backend' must be one of {backend_names()}")
     for key in ("memory_budget",):
         if key in raw["defaults"]:
             try:

@@ -119,7 +119,7 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
     `on_fault(step)` is called after `max_faults` non-finite steps in a row and returns whether
     training may go on (e.g. it restored the last good checkpoint and lowered the LR)."""
     table = backend.table
-    if settings.estimator == "activation" and not getattr(backend, "activation_scores", True):
+    if settings.estimator == "activation" and not backend.activation_scores:
         raise UserError(f"the {backend.name} backend exposes no activation gradients; "
                         "use --estimator grad-norm")
     depth = np.array(table.depths)
@@ -152,8 +152,7 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
             error_map.update(step, measured, scores)
         t_track = time.perf_counter() - t1 + t_sel
 
-        wants_gain = getattr(policy, "wants_gain", None)
-        track_gain = ok and wants_gain is not None and wants_gain(step)
+        track_gain = ok and policy.wants_gain(step)
         touched = optimizer.step(params, out.grads, sel.lr_mult, step, track_gain) if ok else []
         if track_gain:
             policy.observe_gain(step, optimizer.last_gain)

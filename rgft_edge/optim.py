@@ -15,7 +15,7 @@ correction. `max_state_components` additionally caps how many components may hol
 
 from __future__ import annotations
 
-from typing import Any, Mapping, MutableMapping
+from typing import Any, Callable, Mapping, MutableMapping
 
 import numpy as np
 
@@ -90,6 +90,30 @@ class ComponentAdamW:
             for i in by_age[: len(self.state) - self.max_state]:
                 del self.state[i]
                 self.evictions += 1
+
+    def state_tensors(self) -> tuple[dict[str, Any], dict]:
+        """(tensors named "<component>.<param>.m|v", JSON metadata) for a checkpoint."""
+        tensors, meta = {}, {}
+        for i, st in self.state.items():
+            meta[str(i)] = {"t": st["t"], "last": st["last"]}
+            for j, (m, v) in enumerate(zip(st["m"], st["v"])):
+                if m is not None:
+                    tensors[f"{i}.{j}.m"], tensors[f"{i}.{j}.v"] = m, v
+        return tensors, {"components": meta, "evictions": self.evictions}
+
+    def load_state_tensors(self, tensors: Mapping[str, Any], meta: dict,
+                           like: Callable[[str, Any], Any]) -> None:
+        """Inverse of `state_tensors`; `like(param_name, array)` converts an array to the type of
+        that parameter's buffer (numpy or torch)."""
+        self.state = {}
+        for key, info in meta["components"].items():
+            i = int(key)
+            m, v = [], []
+            for j, ref in enumerate(self.table[i].params):
+                m.append(like(ref.name, tensors[f"{i}.{j}.m"]) if f"{i}.{j}.m" in tensors else None)
+                v.append(like(ref.name, tensors[f"{i}.{j}.v"]) if f"{i}.{j}.v" in tensors else None)
+            self.state[i] = {"t": info["t"], "last": info["last"], "m": m, "v": v}
+        self.evictions = int(meta.get("evictions", 0))
 
     def state_numel(self) -> int:
         return sum(int(np.prod(a.shape)) for s in self.state.values() for a in s["m"] + s["v"]

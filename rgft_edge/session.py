@@ -1,8 +1,11 @@
-"""One training session, whatever the backend: data splits, the loop, evaluation, run directory.
+"""One training session, whatever the backend: setup, train, checkpoints, evaluation, run directory.
 
 `rgft-edge finetune` (eager torch on an HF model) and `rgft-edge train` (a compiled artifact on a
-device) both end here, so their run directories and summaries are the same. No torch import: the
-ONNX Runtime runner uses this on devices without torch.
+device) both run a `Session`, so their run directories and summaries are the same. Its shape is
+torchtune's recipe interface: `setup()` builds everything, `train()` runs the shared loop,
+`save_checkpoint()` / `load_checkpoint()` are the one way state goes to and from disk, and
+`cleanup()` evaluates and writes the summary. No torch import: the ONNX Runtime runner uses this on
+devices without torch.
 """
 
 from __future__ import annotations
@@ -11,224 +14,282 @@ import math
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .backend import Backend
-from .budgets import EXIT_CODES, BudgetController
-from .checkpoint import save_checkpoint
-from .resume import load_checkpoint, restore, trim_metrics
+from .budgets import EXIT_CODES, BudgetController, MemoryGuard, MemoryModel
 from .config import FinetuneConfig
 from .costs import CostModel
 from .data import TextDataset, load_dataset, split
 from .error_map import ErrorMap
 from .errors import UserError
-from .loop import LoopSettings, train
-from .memory import MemoryGuard, MemoryModel
+from .loop import LoopResult, LoopSettings, train
 from .meters import EnergyMeter, MemoryMeter, energy_per_run_summary
 from .optim import ComponentAdamW
 from .policies import make_policy
 from .progress import StepProgress
-from .rundir import RunWriter
+from .runs import checkpoint
+from .runs.writer import RunWriter
 from .text import TextEncoder, batches
 
-
-def _state_mask(optimizer: ComponentAdamW, k: int) -> np.ndarray:
-    mask = np.zeros(k, bool)
-    mask[list(optimizer.state)] = True
-    return mask
+MAX_FAULT_RECOVERIES = 3  # restores of the last checkpoint (LR halved each time) before giving up
 
 
-def load_splits(cfg: FinetuneConfig, labels: list[str] | None = None) -> tuple[TextDataset, TextDataset, TextDataset]:
-    """(full dataset, train split, held-out split) as the config asks."""
-    builtin = cfg.data in ("rotten-tomatoes", "bbc-news")
-    kwargs = {} if builtin else dict(text_column=cfg.text_column, label_column=cfg.label_column,
-                                     on_bad_row=cfg.on_bad_row, labels=labels)
-    data = load_dataset(cfg.data, **kwargs)
+@dataclass
+class Splits:
+    full: TextDataset
+    train: TextDataset
+    held_out: TextDataset
+
+
+def load_splits(cfg: FinetuneConfig, labels: list[str] | None = None) -> Splits:
+    """The dataset and its train / held-out split as the config asks."""
+    d = cfg.data
+    builtin = d.source in ("rotten-tomatoes", "bbc-news")
+    kwargs = {} if builtin else dict(text_column=d.text_column, label_column=d.label_column,
+                                     on_bad_row=d.on_bad_row, labels=labels)
+    data = load_dataset(d.source, **kwargs)
     if labels is not None and data.label_names != labels:
-        raise UserError(f"{cfg.data}: labels {data.label_names} do not match the model's {labels}")
-    eval_n = min(cfg.eval_examples, max(1, len(data) // 5))
-    train_ds, test_ds = split(data, eval_n, cfg.seed, cfg.max_train_examples)
-    return data, train_ds, test_ds
+        raise UserError(f"{d.source}: labels {data.label_names} do not match the model's {labels}")
+    eval_n = min(d.eval_examples, max(1, len(data) // 5))
+    train_ds, test_ds = split(data, eval_n, cfg.training.seed, d.max_train_examples)
+    return Splits(data, train_ds, test_ds)
 
 
-def _power_model(cfg: FinetuneConfig):
+def _power_profile(cfg: FinetuneConfig):
     """The profile that prices power when no sensor exists (given, detected, or a laptop)."""
     from .device_profiles import ProfileError, detect, load_profile
 
-    if cfg.profile:
-        return load_profile(cfg.profile)
+    if cfg.limits.profile:
+        return load_profile(cfg.limits.profile)
     try:
         return detect()[0]
     except ProfileError:
         return load_profile("laptop-x86")
 
 
-def _memory_guard(cfg: FinetuneConfig, backend: Backend, memory_meter, sample_batch) -> MemoryGuard | None:
-    mem_budget = cfg.budgets()[0]
-    if mem_budget is None:
-        return None
-    table = backend.table
-    measure = getattr(backend, "activation_bytes", None)
-    # Profile on two rows and scale: a full-batch profiling step with everything trainable would
-    # itself be the largest step of the run, before the guard could say anything.
-    rows = len(next(iter(sample_batch.values())))
-    small = {k: v[:2] for k, v in sample_batch.items()}
-    acts = measure(small) * (rows / min(2, rows)) if measure is not None else np.zeros(len(table))
-    base = float(memory_meter.current_rss_bytes)
-    model = MemoryModel.for_table(table, base, acts)
-    model.margin_bytes = 0.10 * base  # allocator slack and first-step growth, before calibration
-    return MemoryGuard(model, mem_budget)
+class Session:
+    def __init__(self, cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, splits: Splits,
+                 meta: dict, progress: bool = True, drop_last: bool = False):
+        self.cfg, self.backend, self.encoder, self.splits, self.meta = cfg, backend, encoder, splits, meta
+        self.progress, self.drop_last = progress, drop_last
+        self.t_start = time.perf_counter()
+        self.out = Path(cfg.output.out or f"runs/{Path(cfg.data.source).stem}-{cfg.selection.policy}-"
+                        f"{time.strftime('%Y%m%d-%H%M%S')}")
+        self.start_step, self.resumed = 0, False
+        self.prior = {"energy_j": 0.0, "train_time_s": 0.0}  # from earlier sessions of this run
+        self.recoveries: list[dict] = []
+        self.guard: MemoryGuard | None = None
+        self._last_checkpoint = time.perf_counter()
 
-
-def run_session(cfg: FinetuneConfig, backend: Backend, encoder: TextEncoder, data: TextDataset,
-                train_ds: TextDataset, test_ds: TextDataset, meta: dict, progress: bool = True,
-                drop_last: bool = False, resume: bool = False) -> dict:
-    t_start = time.perf_counter()
-    table = backend.table
-    _, energy_budget, time_budget = cfg.budgets()
-    memory = MemoryMeter().start()
-    prof = _power_model(cfg)
-    cost = CostModel(table, cfg.batch_size)
-    try:
-        budget = cfg.budget if cfg.budget is not None else cost.floor + 0.5 * (1 - cost.floor)
-        policy = make_policy(cfg.policy, table, top_p=cfg.top_p, budget=budget, seed=cfg.seed,
-                             clip_top_p=cfg.clip_top_p, probe_every=cfg.probe_every,
-                             static_warmup_steps=cfg.static_warmup_steps)
-    except ValueError as e:
-        raise UserError(str(e)) from e
-    error_map = ErrorMap(len(table), cfg.beta, cfg.max_staleness)
-    optimizer = ComponentAdamW(table, cfg.lr, weight_decay=cfg.weight_decay, evict_after=cfg.evict_after)
-
-    out = Path(cfg.out or f"runs/{Path(cfg.data).stem}-{cfg.policy}-{time.strftime('%Y%m%d-%H%M%S')}")
-    start, prior = 0, {"energy_j": 0.0, "train_time_s": 0.0}
-    if resume:  # before the writer opens metrics.jsonl: later records are trimmed away
-        ck = load_checkpoint(out)
-        start = restore(ck, backend.parameters(), optimizer, error_map, policy, backend)
-        prior = {k: ck["state"].get(k, 0.0) for k in prior}
-        kept = trim_metrics(out, start)
-    writer = RunWriter(out, len(table))
-    if resume:
+    # -- setup ------------------------------------------------------------------------------------
+    def setup(self, resume: bool = False) -> None:
+        cfg, table = self.cfg, self.backend.table
+        _, self.energy_budget, self.time_budget = cfg.budgets()
+        self.memory = MemoryMeter().start()
+        self.profile = _power_profile(cfg)
+        self.cost = CostModel(table, cfg.data.batch_size)
+        try:
+            self.policy = make_policy(cfg.selection.policy, table, seed=cfg.training.seed, cost=self.cost,
+                                      **cfg.selection.options)
+        except ValueError as e:
+            raise UserError(str(e)) from e
+        sel, tr = cfg.selection, cfg.training
+        self.error_map = ErrorMap(len(table), sel.beta, sel.max_staleness)
+        self.optimizer = ComponentAdamW(table, tr.lr, weight_decay=tr.weight_decay, evict_after=tr.evict_after)
+        kept: list[dict] = []
+        if resume:  # before the writer opens metrics.jsonl: later records are trimmed away
+            self.load_checkpoint()
+            kept = checkpoint.trim_metrics(self.out, self.start_step)
+        self.writer = RunWriter(self.out, len(table))
         for rec in kept:
-            writer.add_rows(rec)
-    writer.write_json("config.json", {
-        "config": cfg.to_dict(), **meta, "backend": backend.name,
-        "environment": {"python": platform.python_version(), "machine": platform.machine(),
-                        "cpu_count": os.cpu_count(), "seed": cfg.seed, **meta.get("environment", {})},
-        "data": {"source": data.source, "train": len(train_ds), "held_out": len(test_ds),
-                 "labels": data.label_names, "skipped_rows": data.skipped_rows}})
-    writer.write_json("components.json", table.to_dict())
+            self.writer.add_rows(rec)
+        self._write_config()
+        self.total_steps = self._total_steps()
+        sample = next(batches(self.encoder, self.splits.train.texts[: cfg.data.batch_size],
+                              self.splits.train.labels[: cfg.data.batch_size], cfg.data.batch_size))
+        self.guard = self._memory_guard(sample)
+        self.energy = EnergyMeter(idle_w=self.profile.idle_power_w, max_w=self.profile.max_power_w,
+                                  country_iso_code=cfg.limits.country)
+        self.energy.start()
+        self.budgets = BudgetController(self.policy, self.total_steps, self.energy_budget, self.time_budget,
+                                        self.guard, self.energy, state_mask=self._state_mask)
 
-    guard = None
+    def _write_config(self) -> None:
+        s = self.splits
+        self.writer.write_json("config.json", {
+            "config": self.cfg.flat(), **self.meta, "backend": self.backend.name,
+            "environment": {"python": platform.python_version(), "machine": platform.machine(),
+                            "cpu_count": os.cpu_count(), "seed": self.cfg.training.seed,
+                            **self.meta.get("environment", {})},
+            "data": {"source": s.full.source, "train": len(s.train), "held_out": len(s.held_out),
+                     "labels": s.full.label_names, "skipped_rows": s.full.skipped_rows}})
+        self.writer.write_json("components.json", self.backend.table.to_dict())
 
-    def evaluate(step: int) -> dict:
-        # under a memory budget evaluate with the training batch: a bigger one is not budgeted
-        size = cfg.batch_size if guard is not None else getattr(backend, "eval_batch_size", None) or cfg.batch_size
-        m = backend.evaluate(batches(encoder, test_ds.texts, test_ds.labels, size)).metrics
-        writer.log({"type": "eval", "step": step, **m})
-        return m
+    def _total_steps(self) -> int:
+        d, tr = self.cfg.data, self.cfg.training
+        n = len(self.splits.train)
+        n_batches = n // d.batch_size if self.drop_last else math.ceil(n / d.batch_size)
+        if n_batches < 1:
+            raise UserError(f"{n} training examples make no full batch of {d.batch_size}")
+        total = n_batches * tr.epochs
+        return total if tr.max_steps is None else min(total, tr.max_steps)
 
-    n_batches = len(train_ds) // cfg.batch_size if drop_last else math.ceil(len(train_ds) / cfg.batch_size)
-    if n_batches < 1:
-        raise UserError(f"{len(train_ds)} training examples make no full batch of {cfg.batch_size}")
-    total = n_batches * cfg.epochs if cfg.max_steps is None else min(n_batches * cfg.epochs, cfg.max_steps)
-    settings = LoopSettings(cfg.estimator, cfg.p_norm, eval_every=cfg.eval_every, max_steps=total,
-                            start_step=start)
-    train_batches = batches(encoder, train_ds.texts, train_ds.labels, cfg.batch_size, cfg.seed,
-                            cfg.epochs, drop_last=drop_last)
-    sample = next(batches(encoder, train_ds.texts[: cfg.batch_size], train_ds.labels[: cfg.batch_size],
-                          cfg.batch_size))
-    guard = _memory_guard(cfg, backend, memory, sample)
-    energy = EnergyMeter(idle_w=prof.idle_power_w, max_w=prof.max_power_w, country_iso_code=cfg.country)
-    energy.start()
-    budgets = BudgetController(policy, total, energy_budget, time_budget, guard, energy,
-                               state_mask=lambda: _state_mask(optimizer, len(table)))
-    def checkpoint(step_done: int, reason: str | None = None) -> str:
-        extra = {"seed": cfg.seed, "policy": policy.state_dict(),
-                 "energy_j": prior["energy_j"] + energy.snapshot().energy_j,
-                 "train_time_s": prior["train_time_s"] + time.perf_counter() - t_start,
-                 "rng": backend.rng_state().tolist() if hasattr(backend, "rng_state") else None}
+    def _memory_guard(self, sample) -> MemoryGuard | None:
+        budget = self.cfg.budgets()[0]
+        if budget is None:
+            return None
+        table = self.backend.table
+        # Profile on two rows and scale: a full-batch profiling step with everything trainable would
+        # itself be the largest step of the run, before the guard could say anything.
+        rows = len(next(iter(sample.values())))
+        acts = self.backend.activation_bytes({k: v[:2] for k, v in sample.items()})
+        acts = np.zeros(len(table)) if acts is None else acts * (rows / min(2, rows))
+        base = float(self.memory.current_rss_bytes)
+        model = MemoryModel.for_table(table, base, acts)
+        model.margin_bytes = 0.10 * base  # allocator slack and first-step growth, before calibration
+        return MemoryGuard(model, budget)
+
+    def _state_mask(self) -> np.ndarray:
+        mask = np.zeros(len(self.backend.table), bool)
+        mask[list(self.optimizer.state)] = True
+        return mask
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def save_checkpoint(self, step_done: int, reason: str | None = None) -> str:
+        extra = {"seed": self.cfg.training.seed, "policy": self.policy.state_dict(),
+                 "energy_j": self.prior["energy_j"] + self.energy.snapshot().energy_j,
+                 "train_time_s": self.prior["train_time_s"] + time.perf_counter() - self.t_start}
+        rng = self.backend.rng_state()
+        extra["rng"] = rng.tolist() if rng is not None else None
         if reason:
             extra["stop_reason"] = reason
-        return str(save_checkpoint(out, step_done, backend.parameters(), optimizer, error_map, extra))
+        self._last_checkpoint = time.perf_counter()
+        return str(checkpoint.save_checkpoint(self.out, step_done, self.backend.parameters(),
+                                              self.optimizer, self.error_map, extra))
 
-    last_ck = [time.perf_counter()]
-    with StepProgress(total - start, len(table), enabled=progress) as bar:
-        def on_step(record):
-            if guard is not None and budgets.predicted_peaks:
-                guard.model.calibrate(memory.peak_rss_bytes, budgets.predicted_peaks[-1])
-            record["rss_bytes"] = memory.current_rss_bytes
-            writer.log(record)
-            bar.update(record)
-            due_steps = cfg.checkpoint_every and (record["step"] + 1) % cfg.checkpoint_every == 0
-            due_time = cfg.checkpoint_seconds and time.perf_counter() - last_ck[0] >= cfg.checkpoint_seconds
-            if due_steps or due_time:
-                checkpoint(record["step"] + 1)
-                last_ck[0] = time.perf_counter()
+    def load_checkpoint(self, resume: bool = True) -> None:
+        """Restore the last checkpoint: to resume the run (step, energy and time spent so far
+        come back too), or, with resume=False, to undo bad steps while the run goes on."""
+        ck = checkpoint.load_checkpoint(self.out)
+        params = self.backend.parameters()
+        step = checkpoint.restore(ck, params, self.optimizer, self.error_map, self.policy)
+        self.backend.commit(list(params))
+        if ck["state"].get("rng") is not None and self.backend.rng_state() is not None:
+            self.backend.set_rng_state(np.asarray(ck["state"]["rng"], dtype=np.uint8))
+        if resume:
+            self.start_step, self.resumed = step, True
+            self.prior = {k: ck["state"].get(k, 0.0) for k in self.prior}
 
-        recoveries = []
+    # -- training ---------------------------------------------------------------------------------
+    def evaluate(self, step: int) -> dict:
+        # under a memory budget evaluate with the training batch: a bigger one is not budgeted
+        size = self.cfg.data.batch_size
+        if self.guard is None and self.backend.eval_batch_size:
+            size = self.backend.eval_batch_size
+        held = self.splits.held_out
+        m = self.backend.evaluate(batches(self.encoder, held.texts, held.labels, size)).metrics
+        self.writer.log({"type": "eval", "step": step, **m})
+        return m
 
-        def on_fault(step: int) -> bool:
-            """Repeated NaN/inf: go back to the last good checkpoint and halve the LR (3 times)."""
-            if len(recoveries) >= 3:
-                return False
-            if (out / "checkpoint" / "state.json").is_file():
-                restore(load_checkpoint(out), backend.parameters(), optimizer, error_map, policy, backend)
-            optimizer.lr *= 0.5
-            recoveries.append({"step": step, "lr": optimizer.lr})
-            writer.log({"type": "fault", "step": step, "action": "restored last checkpoint, LR halved",
-                        "lr": optimizer.lr})
-            return True
+    def on_step(self, record: dict) -> None:
+        if self.guard is not None and self.budgets.predicted_peaks:
+            self.guard.model.calibrate(self.memory.peak_rss_bytes, self.budgets.predicted_peaks[-1])
+        record["rss_bytes"] = self.memory.current_rss_bytes
+        self.writer.log(record)
+        self.bar.update(record)
+        out = self.cfg.output
+        due_steps = out.checkpoint_every and (record["step"] + 1) % out.checkpoint_every == 0
+        due_time = out.checkpoint_seconds and time.perf_counter() - self._last_checkpoint >= out.checkpoint_seconds
+        if due_steps or due_time:
+            self.save_checkpoint(record["step"] + 1)
 
-        result = train(backend, policy, error_map, optimizer, train_batches, settings, cost=cost,
-                       on_step=on_step, evaluate=evaluate, should_stop=budgets.should_stop,
-                       constrain=budgets.constrain if guard is not None else None, on_fault=on_fault)
-    ck_path = None
-    if result.stop_reason != "completed":  # stopped by a budget: keep everything to resume from
-        ck_path = checkpoint(start + result.steps, result.stop_reason)
-    energy_result = energy.stop()
-    final = evaluate(result.steps - 1)
-    memory.stop()
-    writer.write_json("eval.json", {"held_out": len(test_ds), **final})
-    writer.save_weights(backend.trainable_state(), {"format": "rgft-edge trainable weights"})
-    writer.close()
+    def on_fault(self, step: int) -> bool:
+        """Repeated NaN/inf: go back to the last good checkpoint and halve the LR (3 times)."""
+        if len(self.recoveries) >= MAX_FAULT_RECOVERIES:
+            return False
+        if checkpoint.has_checkpoint(self.out):
+            self.load_checkpoint(resume=False)
+        self.optimizer.lr *= 0.5
+        self.recoveries.append({"step": step, "lr": self.optimizer.lr})
+        self.writer.log({"type": "fault", "step": step, "action": "restored last checkpoint, LR halved",
+                         "lr": self.optimizer.lr})
+        return True
 
-    step_times = np.array(result.step_times)
-    summary = {
-        "run_dir": str(out), "backend": backend.name, "policy": cfg.policy,
-        "granularity": table.granularity, "estimator": cfg.estimator, "steps": start + result.steps,
-        "resumed_from_step": start if resume else None,
-        "skipped_steps": result.skipped_steps, "stop_reason": result.stop_reason,
-        "held_out_examples": len(test_ds), "train_examples": len(train_ds),
-        **{f"held_out_{k}": v for k, v in final.items()},
-        "components": len(table), "trainable_params": sum(c.num_params for c in table),
-        "mean_components_updated_per_step": float(np.mean(result.selected_counts)),
-        "mean_params_updated_per_step": float(np.mean(result.params_updated)),
-        "mean_estimated_step_cost_fraction": float(np.nanmean(result.cost_fractions)),
-        "median_step_time_s": float(np.median(step_times)),
-        "tracking_overhead_pct": 100.0 * result.tracking_time_s / max(1e-9, result.total_time_s),
-        "optimizer_state_evictions": optimizer.evictions,
-        "train_time_s": result.total_time_s, "wall_time_s": time.perf_counter() - t_start,
-        **{k: v for k, v in meta.items() if k == "load_time_s"},
-        **energy_per_run_summary(energy_result, memory), "energy_notes": energy_result.notes,
-        "power_profile": prof.name, "duration_s": energy_result.duration_s,
-        "memory_budget_bytes": guard.budget if guard else None,
-        "memory_guard_shrunk_steps": guard.shrunk_steps if guard else 0,
-        "energy_budget_j": energy_budget, "time_budget_s": time_budget,
-        "budget_adjustments": budgets.adjustments, "checkpoint": ck_path,
-        "energy_j_including_earlier_sessions": prior["energy_j"] + energy_result.energy_j,
-        "fault_recoveries": recoveries,
-        "exit_code": EXIT_CODES.get(result.stop_reason, 1),
-    }
-    writer.write_json("summary.json", summary)
-    writer.write_json("power.json", {"source": energy_result.source, "energy_budget_j": energy_budget,
-                                     "samples": [[round(t, 3), round(w, 3)] for t, w in energy_result.samples]})
-    if cfg.report:
-        from .report import write_report
+    def train(self) -> LoopResult:
+        cfg = self.cfg
+        settings = LoopSettings(cfg.selection.estimator, cfg.selection.p_norm, eval_every=cfg.training.eval_every,
+                                max_steps=self.total_steps, start_step=self.start_step)
+        train_batches = batches(self.encoder, self.splits.train.texts, self.splits.train.labels,
+                                cfg.data.batch_size, cfg.training.seed, cfg.training.epochs,
+                                drop_last=self.drop_last)
+        with StepProgress(self.total_steps - self.start_step, len(self.backend.table),
+                          enabled=self.progress) as self.bar:
+            return train(self.backend, self.policy, self.error_map, self.optimizer, train_batches, settings,
+                         cost=self.cost, on_step=self.on_step, evaluate=self.evaluate,
+                         should_stop=self.budgets.should_stop,
+                         constrain=self.budgets.constrain if self.guard is not None else None,
+                         on_fault=self.on_fault)
 
-        write_report([out], out / "report.html")
-    return summary
+    # -- the end ----------------------------------------------------------------------------------
+    def cleanup(self, result: LoopResult) -> dict:
+        """Checkpoint a budget stop, evaluate, write weights, summary, power and the report."""
+        ck_path = None
+        if result.stop_reason != "completed":  # stopped by a budget: keep everything to resume from
+            ck_path = self.save_checkpoint(self.start_step + result.steps, result.stop_reason)
+        energy = self.energy.stop()
+        final = self.evaluate(result.steps - 1)
+        self.memory.stop()
+        self.writer.write_json("eval.json", {"held_out": len(self.splits.held_out), **final})
+        self.writer.save_weights(self.backend.trainable_state(), {"format": "rgft-edge trainable weights"})
+        self.writer.close()
+        summary = self._summary(result, final, energy, ck_path)
+        self.writer.write_json("summary.json", summary)
+        self.writer.write_json("power.json", {
+            "source": energy.source, "energy_budget_j": self.energy_budget,
+            "samples": [[round(t, 3), round(w, 3)] for t, w in energy.samples]})
+        if self.cfg.output.report:
+            from .runs.report import write_report
+
+            write_report([self.out], self.out / "report.html")
+        return summary
+
+    def _summary(self, result: LoopResult, final: dict, energy, ck_path: str | None) -> dict:
+        table, cfg, guard = self.backend.table, self.cfg, self.guard
+        return {
+            "run_dir": str(self.out), "backend": self.backend.name, "policy": cfg.selection.policy,
+            "granularity": table.granularity, "estimator": cfg.selection.estimator,
+            "steps": self.start_step + result.steps,
+            "resumed_from_step": self.start_step if self.resumed else None,
+            "skipped_steps": result.skipped_steps, "stop_reason": result.stop_reason,
+            "held_out_examples": len(self.splits.held_out), "train_examples": len(self.splits.train),
+            **{f"held_out_{k}": v for k, v in final.items()},
+            "components": len(table), "trainable_params": sum(c.num_params for c in table),
+            "mean_components_updated_per_step": float(np.mean(result.selected_counts)),
+            "mean_params_updated_per_step": float(np.mean(result.params_updated)),
+            "mean_estimated_step_cost_fraction": float(np.nanmean(result.cost_fractions)),
+            "median_step_time_s": float(np.median(np.array(result.step_times))),
+            "tracking_overhead_pct": 100.0 * result.tracking_time_s / max(1e-9, result.total_time_s),
+            "optimizer_state_evictions": self.optimizer.evictions,
+            "train_time_s": result.total_time_s, "wall_time_s": time.perf_counter() - self.t_start,
+            **{k: v for k, v in self.meta.items() if k == "load_time_s"},
+            **energy_per_run_summary(energy, self.memory), "energy_notes": energy.notes,
+            "power_profile": self.profile.name, "duration_s": energy.duration_s,
+            "memory_budget_bytes": guard.budget if guard else None,
+            "memory_guard_shrunk_steps": guard.shrunk_steps if guard else 0,
+            "energy_budget_j": self.energy_budget, "time_budget_s": self.time_budget,
+            "budget_adjustments": self.budgets.adjustments, "checkpoint": ck_path,
+            "energy_j_including_earlier_sessions": self.prior["energy_j"] + energy.energy_j,
+            "fault_recoveries": self.recoveries,
+            "exit_code": EXIT_CODES.get(result.stop_reason, 1),
+        }
+
+    def run(self, resume: bool = False) -> dict:
+        self.setup(resume)
+        return self.cleanup(self.train())
 
 
 def format_summary(s: dict) -> str:

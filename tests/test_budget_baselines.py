@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-from rgft_edge.budget_baselines import Elastic, RandomBudget, StaticBudget
 from rgft_edge.costs import CostModel
 from rgft_edge.partition import build_component_table
-from rgft_edge.policies import Budget, make_policy
+from rgft_edge.policies import Elastic, Knapsack, RandomSelection, StaticSelection, make_policy
 from tests.conftest import text_batch, tiny_bert
 
 
@@ -17,11 +16,11 @@ def table():
 
 
 def knapsack(table, budget=0.6):
-    return Budget(CostModel(table), budget)
+    return Knapsack(CostModel(table), budget)
 
 
 def test_random_budget_fits_the_budget_and_varies(table):
-    pol = RandomBudget(knapsack(table), seed=3)
+    pol = RandomSelection(knapsack(table), seed=3)
     cost = CostModel(table)
     masks = [pol.select(np.ones(len(table)), t, np.zeros(len(table), bool)).mask for t in range(20)]
     assert all(cost.fraction(m) <= 0.6 + 1e-9 for m in masks)
@@ -29,7 +28,7 @@ def test_random_budget_fits_the_budget_and_varies(table):
 
 
 def test_static_budget_trains_everything_then_freezes_the_best_set(table):
-    pol = StaticBudget(knapsack(table), warmup_steps=2)
+    pol = StaticSelection(knapsack(table), warmup_steps=2)
     k = len(table)
     assert pol.select(np.ones(k), 0, np.zeros(k, bool)).mask.all() and pol.uses_scores
     scores = np.linspace(0, 1, k)
@@ -58,7 +57,7 @@ def test_elastic_probes_with_full_steps_and_ranks_by_gain(table):
 
 
 def test_made_by_name_and_bad_probe_interval(table):
-    for name, cls in (("random-budget", RandomBudget), ("static-budget", StaticBudget), ("elastic", Elastic)):
+    for name, cls in (("random-budget", RandomSelection), ("static-budget", StaticSelection), ("elastic", Elastic)):
         assert isinstance(make_policy(name, table, budget=0.6), cls)
-    with pytest.raises(ValueError, match="probe interval"):
+    with pytest.raises(ValueError, match="probe-every"):
         make_policy("elastic", table, budget=0.6, probe_every=0)

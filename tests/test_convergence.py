@@ -12,7 +12,7 @@ import pytest
 
 from rgft_edge.error_map import ErrorMap
 from rgft_edge.loop import choose
-from rgft_edge.policies import Clip, Selection, Static
+from rgft_edge.policies import ClipRule, Quota, ScorePolicy, Selection, StaticSelection
 
 N_BLOCKS, SIZE = 6, 3
 
@@ -65,7 +65,7 @@ def bound(gap0: float, t: np.ndarray, rate: float) -> np.ndarray:
 def test_theorem_a_every_component_with_floor(eps):
     # clip over all components (clip_top_p = 1), stale EMA scores: any m in [eps, 1] gives
     # delta_t <= 2 L R^2 / (eps t) with R^2 = 2 delta_0 / lambda_min (level-set radius).
-    policy = Clip(N_BLOCKS, p=1.0, eps=eps, thresh_init=0.3, thresh_final=0.9, warmup_steps=50)
+    policy = ScorePolicy(Quota(N_BLOCKS, 1.0), ClipRule(eps=eps, thresh_init=0.3, thresh_final=0.9, warmup_steps=50))
     gaps, lam = run(loop_multipliers(policy), 3000)
     r2 = 2 * gaps[0] / lam
     t = np.arange(len(gaps))
@@ -98,7 +98,7 @@ def test_worst_case_steps_scale_as_one_over_eps():
 def test_theorem_b_subset_with_exact_scores():
     # top-p subset (2 of 6 blocks) with exact, current block gradient norms (beta 0, every block
     # measured): the argmax block always gets multiplier 1, so delta_t <= 2 n L R^2 / t.
-    policy = Clip(N_BLOCKS, p=2 / N_BLOCKS, eps=0.1, thresh_init=0.5, thresh_final=0.5, warmup_steps=1)
+    policy = ScorePolicy(Quota(N_BLOCKS, 2 / N_BLOCKS), ClipRule(eps=0.1, thresh_init=0.5, thresh_final=0.5, warmup_steps=1))
     gaps, lam = run(loop_multipliers(policy, beta=0.0, exact=True), 3000)
     t = np.arange(len(gaps))
     assert np.all(gaps <= bound(gaps[0], t, 1.0 / (2 * N_BLOCKS * 2 * gaps[0] / lam)) * (1 + 1e-9))
@@ -108,7 +108,7 @@ def test_theorem_b_subset_with_exact_scores():
 def test_without_floor_or_refresh_a_frozen_block_never_converges():
     # A selection frozen after warm-up (static) leaves blocks at multiplier 0 for good: the gap
     # stays bounded away from zero — why the rule needs eps > 0 (or the staleness refresh).
-    policy = Static(N_BLOCKS, p=0.5, warmup_steps=3)
+    policy = StaticSelection(Quota(N_BLOCKS, 0.5), warmup_steps=3)
     gaps, _ = run(loop_multipliers(policy), 3000)
     assert gaps[-1] > 1e-3 * gaps[0]
     assert gaps[-1] == pytest.approx(gaps[-500], rel=1e-6)  # stalled, not slow
@@ -117,7 +117,7 @@ def test_without_floor_or_refresh_a_frozen_block_never_converges():
 def test_stale_subset_is_refreshed_by_the_staleness_rule():
     # Subset + stale EMA scores: no rate is claimed (docs/convergence.md), but the staleness rule
     # forces every block back in at least every `max_staleness` steps, and the gap does go to zero.
-    policy = Clip(N_BLOCKS, p=2 / N_BLOCKS, eps=0.1)
+    policy = ScorePolicy(Quota(N_BLOCKS, 2 / N_BLOCKS), ClipRule(eps=0.1))
     mult = loop_multipliers(policy, beta=0.9, max_staleness=5)
     seen = np.zeros((3000, N_BLOCKS), bool)
 
@@ -133,7 +133,7 @@ def test_stale_subset_is_refreshed_by_the_staleness_rule():
 
 
 def test_selection_multipliers_stay_in_the_floor_interval():
-    policy = Clip(N_BLOCKS, p=1.0, eps=0.2)
+    policy = ScorePolicy(Quota(N_BLOCKS, 1.0), ClipRule(eps=0.2))
     sel: Selection = policy.select(np.array([0.0, 1e-9, 0.5, 1.0, 3.0, 10.0]), step=0,
                                    forced=np.zeros(N_BLOCKS, bool))
     assert np.all((sel.lr_mult >= 0.2) & (sel.lr_mult <= 1.0))

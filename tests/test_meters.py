@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rgft_edge import power
+from rgft_edge.meters import power
 from rgft_edge.errors import UserError
 from rgft_edge.meters import (AndroidBatterySource, EnergyMeter, EnergyResult, Ina3221Source, MemoryMeter,
                               PowerSource, RaplSource, Reading, RpiPmicSource, TdpEstimate,

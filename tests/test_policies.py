@@ -5,7 +5,8 @@ import pytest
 
 from rgft_edge.components import Component, ComponentTable, ParamRef
 from rgft_edge.costs import CostModel
-from rgft_edge.policies import Budget, Clip, Rank, Scale, Static, make_policy, top_k_mask
+from rgft_edge.policies import (ClipRule, Knapsack, Quota, ScorePolicy, StaticSelection, make_policy, rank_rule,
+                                scale_rule, top_k_mask)
 
 
 def chain_table(k=6, fwd=10.0, wgrad=10.0, igrad=10.0, head_kind="classifier"):
@@ -40,21 +41,22 @@ def test_top_p_out_of_range():
 
 
 def test_rank_multipliers_fall_with_rank():
-    sel = Rank(6, p=0.5, floor=0.25).select(SCORES, 0, NONE)
+    sel = ScorePolicy(Quota(6, 0.5), rank_rule(0.25)).select(SCORES, 0, NONE)
     assert np.flatnonzero(sel.mask).tolist() == [1, 3, 4]
     assert sel.lr_mult[3] == 1.0 and sel.lr_mult[1] == pytest.approx(0.625) and sel.lr_mult[4] == 0.25
 
 
 def test_scale_is_seed_001_rule():
-    sel = Scale(6, p=1.0, alpha=2.0).select(SCORES, 0, NONE)
+    sel = ScorePolicy(Quota(6, 1.0), scale_rule(2.0)).select(SCORES, 0, NONE)
     assert sel.mask.all()
     np.testing.assert_allclose(sel.lr_mult, 1 + 2.0 * SCORES / 4.0)
 
 
 def test_clip_is_seed_002_rule_with_rising_threshold():
-    pol = Clip(6, p=1.0, eps=0.1, thresh_init=0.2, thresh_final=0.6, warmup_steps=10)
-    assert pol.threshold(0) == pytest.approx(0.2) and pol.threshold(5) == pytest.approx(0.4)
-    assert pol.threshold(50) == pytest.approx(0.6)
+    rule = ClipRule(eps=0.1, thresh_init=0.2, thresh_final=0.6, warmup_steps=10)
+    pol = ScorePolicy(Quota(6, 1.0), rule)
+    assert rule.threshold(0) == pytest.approx(0.2) and rule.threshold(5) == pytest.approx(0.4)
+    assert rule.threshold(50) == pytest.approx(0.6)
     sel = pol.select(SCORES, 5, NONE)
     expected = np.clip(SCORES / (0.4 * 4.0), 0.1, 1.0)
     np.testing.assert_allclose(sel.lr_mult, expected)
@@ -68,7 +70,7 @@ def test_full_random_headonly_static():
     masks = [r.select(SCORES, s, NONE).mask for s in range(20)]
     assert all(m.sum() == 3 for m in masks) and len({m.tobytes() for m in masks}) > 1
     assert np.flatnonzero(make_policy("head-only", t).select(SCORES, 0, NONE).mask).tolist() == [5]
-    st = Static(6, p=0.34, warmup_steps=2)
+    st = StaticSelection(Quota(6, 0.34), warmup_steps=2)
     assert st.select(SCORES, 0, NONE).mask.all() and st.uses_scores
     frozen = st.select(SCORES, 2, NONE).mask
     assert np.flatnonzero(frozen).tolist() == [1, 3, 4] and not st.uses_scores
@@ -122,7 +124,7 @@ def test_budget_dp_matches_brute_force(seed):
     forced = np.zeros(k, bool)
     if seed % 3 == 0:
         forced[k - 1] = True
-    pol = Budget(cost, budget, resolution=4096)
+    pol = ScorePolicy(Knapsack(cost, budget, resolution=4096))
     sel = pol.select(scores, 0, forced)
     assert cost.fraction(sel.mask) <= budget + 1e-9
     assert not (forced & ~sel.mask).any()
@@ -131,7 +133,7 @@ def test_budget_dp_matches_brute_force(seed):
 
 def test_budget_prefers_high_components_when_scores_tie():
     cost = CostModel(chain_table(), batch_size=10 ** 9)
-    sel = Budget(cost, 0.65).select(np.ones(6), 0, NONE)
+    sel = ScorePolicy(Knapsack(cost, 0.65)).select(np.ones(6), 0, NONE)
     # equal scores: staying high in the network buys more components for the same budget
     assert np.flatnonzero(sel.mask).tolist() == [3, 4, 5]
     assert cost.fraction(sel.mask) <= 0.65
@@ -140,7 +142,7 @@ def test_budget_prefers_high_components_when_scores_tie():
 def test_budget_impossible_is_refused_with_minimum():
     cost = CostModel(chain_table(), batch_size=10 ** 9)
     with pytest.raises(ValueError, match="cannot train any component"):
-        Budget(cost, 0.3)
+        Knapsack(cost, 0.3)
 
 
 def test_top_k_mask_ties_by_index():

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from rgft_edge.components import Component, ComponentTable, ParamRef
 from rgft_edge.costs import CostModel
 from rgft_edge.error_map import ErrorMap
-from rgft_edge.policies import Budget, TopP
+from rgft_edge.policies import Knapsack, Quota, ScorePolicy
 
 
 @st.composite
@@ -28,7 +28,7 @@ def test_budget_selection_respects_budget_and_forced(table, data):
     cheapest = min(cost.fraction(np.eye(k, dtype=bool)[i]) for i in range(k))
     budget = data.draw(st.floats(min(1.0, cheapest + 1e-6), 1.0))
     scores = np.array(data.draw(st.lists(st.floats(0, 1e3), min_size=k, max_size=k)))
-    sel = Budget(cost, budget).select(scores, 5, np.zeros(k, bool))
+    sel = ScorePolicy(Knapsack(cost, budget)).select(scores, 5, np.zeros(k, bool))
     assert sel.mask.any()
     assert cost.fraction(sel.mask) <= budget + 1e-6
     assert np.all(sel.lr_mult[~sel.mask] == 0)
@@ -38,7 +38,7 @@ def test_budget_selection_respects_budget_and_forced(table, data):
 @given(st.lists(st.floats(0, 1e6), min_size=1, max_size=30), st.floats(0.01, 1.0))
 def test_top_p_covers_the_top_scores(scores, p):
     scores = np.array(scores)
-    sel = TopP(len(scores), p).select(scores, 0, np.zeros(len(scores), bool))
+    sel = ScorePolicy(Quota(len(scores), p)).select(scores, 0, np.zeros(len(scores), bool))
     n = sel.mask.sum()
     assert n == max(1, int(np.ceil(p * len(scores) - 1e-9)))
     # nothing left out scores higher than anything taken

@@ -8,7 +8,7 @@ import pytest
 
 from rgft_edge.config import FinetuneConfig
 from rgft_edge.recipes.finetune import finetune
-from rgft_edge.report import render, write_report
+from rgft_edge.runs.report import render, write_report
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def runs(tmp_path_factory):
     model, csv = save_tiny_model_dir(root / "m"), write_sentiment_csv(root / "d.csv")
     out = []
     for policy in ("budget", "full"):
-        cfg = FinetuneConfig(model=str(model), data=str(csv), text_column="review", label_column="sentiment",
+        cfg = FinetuneConfig.of(model=str(model), data=str(csv), text_column="review", label_column="sentiment",
                              eval_examples=24, batch_size=8, epochs=2, threads=1, policy=policy, budget=0.8,
                              eval_every=4, memory_budget="8GB", energy_budget="100kJ",
                              out=str(root / policy))

@@ -11,7 +11,7 @@ import time
 
 from ..config import FinetuneConfig
 from ..models import resolve_model
-from ..session import load_splits, run_session
+from ..session import Session, load_splits
 from ..text import TextEncoder
 
 
@@ -20,14 +20,14 @@ def add_adapter(model, cfg: FinetuneConfig):
     otherwise the model's own weights train (embeddings frozen unless --train-embeddings)."""
     from ..partition import freeze_embeddings
 
-    if cfg.adapter == "lora":
+    if cfg.model.adapter == "lora":
         from rgft_edge.export.prepare import PrepareOptions, add_lora
         from ..partition.layouts import find_layout
 
         found = find_layout(model)
-        opts = PrepareOptions(task=cfg.task, lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r)
+        opts = PrepareOptions(task=cfg.model.task, lora_r=cfg.model.lora_r, lora_alpha=2 * cfg.model.lora_r)
         model, _ = add_lora(model, found[0].family if found else "generic", opts)
-    elif not cfg.train_embeddings:
+    elif not cfg.model.train_embeddings:
         freeze_embeddings(model)
     return model
 
@@ -58,23 +58,23 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, resume: bool = False) -
     from ..partition import build_component_table
 
     cfg = cfg.resolved()
-    set_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    set_threads(cfg.training.threads)
+    torch.manual_seed(cfg.training.seed)
     t0 = time.perf_counter()
-    data, train_ds, test_ds = load_splits(cfg)
-    model_dir = resolve_model(cfg.model)
+    splits = load_splits(cfg)
+    model_dir = resolve_model(cfg.model.path)
     from rgft_edge.export.prepare import load_hf
 
-    model = add_adapter(load_hf(model_dir, cfg.task, data.label_names, attn_implementation=None), cfg)
-    lm = cfg.task == "causal-lm"
+    lm = cfg.model.task == "causal-lm"
+    model = add_adapter(load_hf(model_dir, cfg.model.task, splits.full.label_names, attn_implementation=None), cfg)
     types = getattr(model.config, "type_vocab_size", 0) > 0 and not lm
-    encoder = TextEncoder(model_dir, cfg.max_length, ("input_ids", "attention_mask")
+    encoder = TextEncoder(model_dir, cfg.data.max_length, ("input_ids", "attention_mask")
                           + (("token_type_ids",) if types else ()))
-    example = {k: torch.as_tensor(v) for k, v in encoder.encode(train_ds.texts[:4]).items()}
-    table = build_component_table(model, cfg.granularity, example)
+    example = {k: torch.as_tensor(v) for k, v in encoder.encode(splits.train.texts[:4]).items()}
+    table = build_component_table(model, cfg.model.granularity, example)
     backend = TorchEagerBackend(model, table, causal_lm_loss if lm else classification_loss)
     meta = {"model_dir": model_dir, "environment": _environment(), "load_time_s": time.perf_counter() - t0}
     try:
-        return run_session(cfg, backend, encoder, data, train_ds, test_ds, meta, progress, resume=resume)
+        return Session(cfg, backend, encoder, splits, meta, progress).run(resume)
     finally:
         backend.close()

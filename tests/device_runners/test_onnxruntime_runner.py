@@ -20,11 +20,11 @@ def batch(seed=0, n=4, t=12):
 @pytest.fixture
 def ort_and_torch(compile_tiny):
     from rgft_edge.device_runners.onnxruntime_runner import OrtBackend
-    from rgft_edge.device_runners.torch_artifact import TorchArtifactBackend
+    from rgft_edge.device_runners.torch_artifact import open_torch_artifact
 
     ort_dir, _ = compile_tiny("onnxruntime")
     torch_dir, _ = compile_tiny("torch")
-    return OrtBackend(load_artifact(ort_dir), 1), TorchArtifactBackend(load_artifact(torch_dir), 1)
+    return OrtBackend(load_artifact(ort_dir), 1), open_torch_artifact(load_artifact(torch_dir), 1)
 
 
 def test_gradients_equal_eager_for_every_program(ort_and_torch):
@@ -87,7 +87,7 @@ for name in ("torch", "transformers", "peft", "torchao", "executorch", "optimum"
     sys.modules[name] = None  # import of these now raises ImportError
 from rgft_edge.recipes.train import train_artifact
 from rgft_edge.config import FinetuneConfig
-cfg = FinetuneConfig(data={str(sentiment_csv)!r}, text_column="review", label_column="sentiment",
+cfg = FinetuneConfig.of(data={str(sentiment_csv)!r}, text_column="review", label_column="sentiment",
                      eval_examples=24, out={str(tmp_path / 'run')!r}, threads=1, budget=None, max_steps=6)
 s = train_artifact({str(art)!r}, cfg, progress=False)
 print("STEPS", s["steps"], sorted(s["exported"]))

@@ -8,7 +8,7 @@ from rgft_edge.artifact import load_artifact
 from rgft_edge.error_map import ErrorMap
 from rgft_edge.loop import LoopSettings, train
 from rgft_edge.optim import ComponentAdamW
-from rgft_edge.recipes.train import open_backend
+from rgft_edge.backend import open_backend
 from tests.device_runners.test_onnxruntime_runner import batch
 from tests.device_runners.test_torch_eager import Fixed
 

@@ -17,13 +17,18 @@ def np_batch(b):
 
 
 class Fixed(Policy):
-    name, uses_scores = "fixed", False
-
     def __init__(self, mask):
         self.mask = np.asarray(mask, bool)
 
+    @property
+    def uses_scores(self):
+        return False
+
     def select(self, scores, step, forced):
         return Selection.of(self.mask)
+
+    def tighten(self):
+        return None
 
 
 @pytest.mark.parametrize("granularity", ["block", "head"])

@@ -31,14 +31,14 @@ def test_int8_lora_artifact_is_int8_on_disk_and_in_memory(compile_tiny, tiny_mod
 
 
 def test_training_through_the_int8_base_reduces_loss(compile_tiny):
-    from rgft_edge.device_runners.torch_artifact import TorchArtifactBackend
+    from rgft_edge.device_runners.torch_artifact import open_torch_artifact
     from rgft_edge.error_map import ErrorMap
     from rgft_edge.loop import LoopSettings, train
     from rgft_edge.optim import ComponentAdamW
     from rgft_edge.policies import make_policy
 
     out, _ = compile_tiny("torch")
-    backend = TorchArtifactBackend(load_artifact(out), threads=1)
+    backend = open_torch_artifact(load_artifact(out), threads=1)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 20, (4, 12), generator=g)
     batch = {"input_ids": ids.numpy(), "attention_mask": np.ones((4, 12), np.int64),

@@ -6,7 +6,7 @@ import torch
 
 from rgft_edge.artifact import load_artifact
 from rgft_edge.export.compile import compile_artifact
-from rgft_edge.recipes.train import open_backend
+from rgft_edge.backend import open_backend
 from tests.conftest import save_tiny_model_dir, tiny_llama, tiny_opts
 
 

@@ -9,7 +9,7 @@ from rgft_edge.artifact import load_artifact
 from rgft_edge.export.compile import compile_artifact
 from rgft_edge.export.prepare import PrepareOptions
 from rgft_edge.models import resolve_model
-from rgft_edge.recipes.train import open_backend
+from rgft_edge.backend import open_backend
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ def poison(monkeypatch, bad_calls):
 
 
 def cfg(tiny_model_dir, sentiment_csv, out):
-    return FinetuneConfig(model=str(tiny_model_dir), data=str(sentiment_csv), text_column="review",
+    return FinetuneConfig.of(model=str(tiny_model_dir), data=str(sentiment_csv), text_column="review",
                           label_column="sentiment", eval_examples=24, batch_size=8, epochs=3, threads=1,
                           checkpoint_every=5, out=str(out), lr=0.003)
 
@@ -51,7 +51,7 @@ def test_persistent_nan_stops_with_status_5(monkeypatch, tiny_model_dir, sentime
 
 def test_time_based_checkpoints(tiny_model_dir, sentiment_csv, tmp_path):
     c = cfg(tiny_model_dir, sentiment_csv, tmp_path / "r")
-    c.checkpoint_every, c.checkpoint_seconds = 0, 1e-9  # every step, by the clock
+    c.update(checkpoint_every=0, checkpoint_seconds=1e-9)  # every step, by the clock
     s = finetune(c, progress=False)
     state = json.loads((tmp_path / "r" / "checkpoint" / "state.json").read_text())
     assert state["step"] == s["steps"]

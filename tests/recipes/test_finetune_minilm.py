@@ -11,7 +11,7 @@ from rgft_edge.recipes.finetune import finetune
 
 @pytest.mark.slow
 def test_minilm_rotten_tomatoes_short_run(tmp_path):
-    cfg = FinetuneConfig(max_train_examples=1200, eval_examples=600, out=str(tmp_path / "run"), threads=2)
+    cfg = FinetuneConfig.of(max_train_examples=1200, eval_examples=600, out=str(tmp_path / "run"), threads=2)
     s = finetune(cfg, progress=False)
     assert s["steps"] == 75 and s["skipped_steps"] == 0
     assert s["held_out_examples"] == 600

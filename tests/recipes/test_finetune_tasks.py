@@ -27,7 +27,7 @@ def cfg(model_dir, csv, out, **kw):
                 max_length=12, batch_size=8, eval_examples=24, threads=1, out=str(out), report=False,
                 checkpoint_every=0, lr=1e-3)
     base.update(kw)
-    return FinetuneConfig(**base)
+    return FinetuneConfig.of(**base)
 
 
 def test_causal_lm_trains_and_reports_perplexity(tiny_llama_lm_dir, sentiment_csv, tmp_path):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
+
 W, H = 900, 220  # chart size (px)
 CSS = ("body{font:14px sans-serif;margin:24px;color:#222}.chart{display:block;margin:8px 0 18px;"
        "background:#fafafa;border:1px solid #ddd}.t{font-weight:bold;font-size:13px}.a{font-size:11px;fill:#444}"
@@ -206,7 +208,16 @@ def _fmt(v) -> str:
     return str(v)
 
 
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json")
+
+
 def write_report(runs: list[str | Path], out: str | Path) -> Path:
+    """Render the runs into one HTML file; UserError when a directory holds no run."""
+    for r in runs:
+        if not Path(r).is_dir():
+            raise UserError(f"run directory not found: {r}")
+        if not any((Path(r) / name).is_file() for name in RUN_FILES):
+            raise UserError(f"{r}: no rgft-edge run here (none of {', '.join(RUN_FILES)})")
     out = Path(out)
     out.write_text(render(runs), encoding="utf-8")
     return out

@@ -1,4 +1,4 @@
-"""Energy, power, CO2 and peak-memory meters for one training run on an edge device.
+"""Energy, power and CO2 of one training run.
 
 Every figure carries its source string, ``measured:<sensor>`` or ``estimated:<model>``, so a report
 never passes an estimate off as a measurement. Power sources live in `power.py`. No torch here;
@@ -12,60 +12,12 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
-import psutil
-
-from .errors import UserError
-from .power import (  # noqa: F401  (sources re-exported with the meters' public API)
-    _READ_ERRORS, WORLD_AVERAGE_KG_PER_KWH, AndroidBatterySource, Ina3221Source, PowerSource,
-    RaplSource, Reading, RpiPmicSource, SensorUnavailable, TdpEstimate, _append_capped,
-    default_sources)
-
-
-class _Sampler:
-    """A daemon thread calling ``_sample()`` every ``interval_s``, so the training loop never waits on it."""
-
-    def __init__(self, interval_s: float) -> None:
-        if interval_s <= 0:
-            raise UserError(f"{type(self).__name__} sampling interval must be > 0 s (got {interval_s})")
-        self.interval_s = interval_s
-        self._stop_evt = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _sample(self, now: float | None = None) -> None:
-        raise NotImplementedError
-
-    def stop(self) -> Any:
-        raise NotImplementedError
-
-    def _run(self) -> None:
-        while not self._stop_evt.wait(self.interval_s):
-            self._sample()
-
-    def start(self) -> Any:
-        if self._thread is not None:
-            raise RuntimeError(f"{type(self).__name__} already running")
-        self._stop_evt.clear()
-        self._sample()
-        self._thread = threading.Thread(target=self._run, name=f"rgft-{type(self).__name__}", daemon=True)
-        self._thread.start()
-        return self
-
-    def _halt(self) -> None:
-        if self._thread is None:
-            raise RuntimeError(f"{type(self).__name__} was not started")
-        self._stop_evt.set()
-        self._thread.join()
-        self._thread = None
-        self._sample()
-
-    def __enter__(self) -> Any:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+from ..errors import UserError
+from .power import (WORLD_AVERAGE_KG_PER_KWH, PowerSource, TdpEstimate, _READ_ERRORS, _append_capped,
+                    default_sources)
+from .sampler import Sampler
 
 
 @dataclass
@@ -84,7 +36,7 @@ class EnergyResult:
     notes: list[str] = field(default_factory=list)
 
 
-class EnergyMeter(_Sampler):
+class EnergyMeter(Sampler):
     """Integrates the best available sensor over a run in a daemon thread; CO2 via codecarbon's grid data.
 
     Power readings are integrated with the trapezoid rule, counters by deltas. ``snapshot()`` gives
@@ -224,76 +176,3 @@ class EnergyMeter(_Sampler):
 
     def result(self) -> EnergyResult:
         return self.snapshot()
-
-
-class MemoryMeter(_Sampler):
-    """Peak resident memory of this process: psutil RSS samples plus the kernel's VmHWM high-water mark.
-
-    VmHWM catches spikes shorter than the sampling interval; ``start()`` first tries to reset it
-    (``reset_peak``) so the peak is the run's, else it is the process's lifetime peak.
-    """
-
-    def __init__(self, interval_s: float = 0.05, proc_dir: str | os.PathLike = "/proc/self",
-                 max_samples: int = 10_000) -> None:
-        super().__init__(interval_s)
-        self._dir, self._cap, self._proc = Path(proc_dir), max_samples, psutil.Process()
-        self._samples: list[tuple[float, int]] = []
-        self._max, self._hwm_final, self.peak_was_reset = 0, None, False
-
-    def _vmhwm(self) -> int | None:
-        try:
-            m = re.search(r"^VmHWM:\s+(\d+)\s*kB", (self._dir / "status").read_text(), re.M)
-        except OSError:
-            return None
-        return int(m.group(1)) * 1024 if m else None
-
-    @property
-    def source(self) -> str:
-        return "measured:psutil-rss+VmHWM" if self._vmhwm() is not None else "measured:psutil-rss"
-
-    def reset_peak(self) -> bool:
-        """Reset VmHWM to the current RSS (write 5 to clear_refs); False where not permitted/present."""
-        try:
-            (self._dir / "clear_refs").write_text("5")
-            return True
-        except OSError:
-            return False
-
-    def _sample(self, now: float | None = None) -> None:
-        t, rss = time.monotonic() if now is None else now, self._proc.memory_info().rss
-        self._max = max(self._max, rss)
-        _append_capped(self._samples, (t, rss), self._cap)
-
-    def start(self) -> "MemoryMeter":
-        if self._thread is None:
-            self.peak_was_reset = self.reset_peak()
-            self._samples, self._max, self._hwm_final = [], 0, None
-        return super().start()
-
-    def stop(self) -> int:
-        """Stop sampling and return the peak RSS in bytes."""
-        self._halt()
-        self._hwm_final = self._vmhwm()
-        return self.peak_rss_bytes
-
-    @property
-    def peak_rss_bytes(self) -> int:
-        hwm = self._vmhwm() if self._thread is not None else self._hwm_final
-        return max(self._max, hwm or 0)
-
-    @property
-    def current_rss_bytes(self) -> int:
-        return int(self._proc.memory_info().rss)
-
-    @property
-    def samples(self) -> list[tuple[float, int]]:
-        return list(self._samples)
-
-
-def energy_per_run_summary(result: EnergyResult, memory: MemoryMeter | None) -> dict[str, Any]:
-    """The flat per-run figures every training report carries, each with its source."""
-    return {"energy_j": result.energy_j, "energy_wh": result.energy_wh, "avg_power_w": result.avg_power_w,
-            "peak_power_w": result.peak_power_w, "co2_kg": result.co2_kg, "energy_source": result.source,
-            "co2_source": result.co2_source,
-            "peak_rss_bytes": memory.peak_rss_bytes if memory is not None else None,
-            "memory_source": memory.source if memory is not None else None}

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .components import ComponentTable
-from .errors import UserError
-from .policies import Selection
+from ..components import ComponentTable
+from ..errors import UserError
+from ..policies import Selection
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import psutil
 
-from .errors import UserError
+from ..errors import UserError
 
 # IEA world-average grid carbon intensity (kg CO2e per kWh); used only when codecarbon is unusable.
 WORLD_AVERAGE_KG_PER_KWH = 0.475
@@ -234,6 +234,27 @@ class TdpEstimate(PowerSource):
         return Reading(power_w=self.idle_w + (self.max_w - self.idle_w) * util)
 
 
+# Measured sensors in preference order. `register_power_sensor` adds one: profiles may then name
+# it as `power_sensor.kind`, and the energy meter tries it on every run.
+_SENSORS: dict[str, type[PowerSource]] = {}
+
+
+def register_power_sensor(cls: type[PowerSource]) -> type[PowerSource]:
+    """Register a measured PowerSource class under `cls.name` (its constructor takes `root`)."""
+    if not (isinstance(cls, type) and issubclass(cls, PowerSource)) or cls.kind != "measured":
+        raise TypeError(f"{cls!r}: a power sensor is a PowerSource subclass with kind 'measured'")
+    _SENSORS[cls.name] = cls
+    return cls
+
+
+for _cls in (RaplSource, Ina3221Source, RpiPmicSource, AndroidBatterySource):
+    register_power_sensor(_cls)
+
+
+def sensor_names() -> tuple[str, ...]:
+    return tuple(_SENSORS)
+
+
 def default_sources(root: str | os.PathLike = "/") -> list[PowerSource]:
-    """Measured sources in preference order: RAPL, INA3221, RPi5 PMIC, Android battery."""
-    return [RaplSource(root), Ina3221Source(root), RpiPmicSource(root=root), AndroidBatterySource(root)]
+    """Every registered measured sensor, in registration order (RAPL, INA3221, RPi5 PMIC, Android)."""
+    return [cls(root=root) for cls in _SENSORS.values()]

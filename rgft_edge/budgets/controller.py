@@ -3,19 +3,21 @@
 The controller plugs into the loop through `constrain` (memory guard on every selection) and
 `should_stop` (energy / time spent). Every `check_every` steps it projects the run's energy from
 the energy used per step so far; when the projection breaks the budget it tightens the policy's
-per-step budget (or its component count), so the run spends less per step instead of stopping
-early. Exit statuses for a run stopped by a budget are in `EXIT_CODES`.
+per-step budget or component count (`Policy.tighten`), so the run spends less per step instead of
+stopping early. Exit statuses for a run stopped by a budget are in `EXIT_CODES`.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
-from .memory import MemoryGuard
-from .policies import Budget, Policy, Selection, TopP
+from ..meters import EnergyMeter
+from ..policies import Policy, Selection
+from .memory_guard import MemoryGuard
 
 EXIT_CODES = {"completed": 0, "energy budget spent": 3, "time budget spent": 4,
               "non-finite loss": 5}
@@ -28,8 +30,8 @@ class BudgetController:
     energy_budget_j: float | None = None
     time_budget_s: float | None = None
     guard: MemoryGuard | None = None
-    energy_meter: object | None = None  # rgft_edge.meters.EnergyMeter
-    state_mask: callable = None  # -> components holding optimizer state
+    energy_meter: EnergyMeter | None = None
+    state_mask: Callable[[], np.ndarray] | None = None  # -> components holding optimizer state
     check_every: int = 10
     started: float = field(default_factory=time.perf_counter)
     adjustments: list = field(default_factory=list)
@@ -61,13 +63,6 @@ class BudgetController:
         projected = used + used / step * max(0, self.total_steps - step)
         if projected <= self.energy_budget_j:
             return
-        p = self.policy
-        if isinstance(p, Budget):
-            floor = p.cheapest + 1e-6
-            new = max(floor, p.budget * 0.85)
-            if new < p.budget:
-                self.adjustments.append({"step": step, "projected_j": projected, "budget": new})
-                p.budget = new
-        elif isinstance(p, TopP) and p.n > 1:
-            p.n -= 1
-            self.adjustments.append({"step": step, "projected_j": projected, "components": p.n})
+        change = self.policy.tighten()  # every policy declares it; None: it cannot spend less
+        if change is not None:
+            self.adjustments.append({"step": step, "projected_j": projected, **change})
