@@ -1,6 +1,6 @@
 """ONNX Runtime training artifacts: one ONNX graph, one artifact set per backprop cut depth.
 
-Recipe (verified on onnxruntime-training-cpu 1.19.2, see DESIGN.md): legacy exporter at opset 14
+Recipe (verified on onnxruntime-training-cpu 1.19.2; docs/artifacts.md): legacy exporter at opset 14
 in training mode with dynamic batch/sequence axes; frozen int8 weights rewritten as int8 tensors +
 DequantizeLinear; `generate_artifacts` once per cut with that cut's trainable set.
 

@@ -136,7 +136,7 @@ def prepare(model_dir: str, opts: PrepareOptions) -> PreparedModel:
     if opts.adapter == "lora":
         model, targets = add_lora(model, family, opts)
     else:
-        freeze_embeddings(model)  # embeddings stay frozen (memory, backprop depth; DESIGN.md)
+        freeze_embeddings(model)  # embeddings stay frozen: half of MiniLM, and the deepest backprop
     quantized = quantize_frozen_int8(model) if opts.quantize == "int8" else []
     granularity = opts.granularity or ("lora" if opts.adapter == "lora" else "block")
     example = example_inputs(model, opts)

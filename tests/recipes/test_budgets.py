@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from rgft_edge.policies import policy_names
 from tests.conftest import save_tiny_model_dir
 
 
@@ -78,3 +79,43 @@ def test_time_budget_stops_with_status_4(tiny_model_dir, sentiment_csv, tmp_path
 def test_unreadable_budgets_are_clear_errors(tiny_model_dir, sentiment_csv, tmp_path, flag, value, message):
     r = run_cli(*common(tiny_model_dir, sentiment_csv, tmp_path / "x", flag, value))
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.fixture(scope="module")
+def one_watt_profile(tmp_path_factory):
+    """A profile whose power model is a constant 1 W (idle = max), so an energy budget in joules is
+    that many seconds of the run on any machine without a readable power sensor."""
+    path = tmp_path_factory.mktemp("profile") / "one-watt.yaml"
+    path.write_text("name: one-watt\ndescription: constant 1 W (tests)\nmatch: {}\nram_gb: 8\n"
+                    "usable_memory_gb: 6\ncores: 2\ndefault_threads: 1\nidle_power_w: 1.0\nmax_power_w: 1.0\n"
+                    "power_sensor: {kind: none}\npreferred_backend: torch\ndefaults: {}\n")
+    return path
+
+
+@pytest.mark.parametrize("policy", policy_names())
+def test_every_policy_under_energy_and_memory_budgets(policy, tiny_model_dir, sentiment_csv, tmp_path,
+                                                      one_watt_profile, capsys):
+    """Through the CLI entry point: the energy projection asks the policy to tighten (or it declares
+    it cannot), the memory guard constrains every selection, and the run stops on the energy budget
+    with exit status 3 and a checkpoint. No traceback for any registered policy."""
+    import psutil
+
+    from rgft_edge.cli import main
+
+    out = tmp_path / policy
+    memory = int(psutil.Process().memory_info().rss * 1.3 + 150e6)  # above this process's floor
+    code = main(["finetune", "--no-progress", "--no-report", "--model", str(tiny_model_dir), "--data",
+                 str(sentiment_csv), "--text-column", "review", "--label-column", "sentiment",
+                 "--eval-examples", "24", "--batch-size", "8", "--threads", "1", "--epochs", "400",
+                 "--policy", policy, "--static-warmup-steps", "3", "--probe-every", "5",
+                 "--profile", str(one_watt_profile), "--energy-budget", "3J", "--memory-budget", str(memory),
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 3, err[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["stop_reason"] == "energy budget spent" and s["memory_budget_bytes"] == memory
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == s["steps"]
+    if policy in ("full", "head-only"):
+        assert s["budget_adjustments"] == []  # declared: no smaller step
+    else:
+        assert s["budget_adjustments"], "the projection broke the budget but the policy never tightened"

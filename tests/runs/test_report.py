@@ -71,3 +71,13 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
     subprocess.run(flags + ["--window-size=1000,2400", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, text=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 20_000  # a page with charts, not a blank one
+
+
+def test_report_of_a_directory_without_a_run_is_a_clear_error(tmp_path, capsys):
+    from rgft_edge.cli import main
+
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "no rgft-edge run here" in err and err.count("\n") == 1 and not (tmp_path / "empty" / "report.html").exists()
+    assert main(["report", str(tmp_path / "nowhere")]) == 2

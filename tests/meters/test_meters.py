@@ -331,7 +331,7 @@ def test_codecarbon_offline_writes_no_files(tmp_path):
     env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"), HOME=str(tmp_path / "home"))
     (tmp_path / "tmp").mkdir()
     (tmp_path / "home").mkdir()
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     out = subprocess.run([sys.executable, "-c", CC_SCRIPT, root], cwd=cwd, env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
