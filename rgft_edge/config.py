@@ -47,7 +47,10 @@ class DataConfig:
                               choices=("skip", "error"))
     max_length: int = setting(64, "tokens per example", check=_at_least(2), must=">= 2")
     max_train_examples: int | None = setting(4000, "cap on training examples (0: all)")
-    eval_examples: int = setting(2000, "held-out examples", check=_at_least(1), must=">= 1")
+    eval_examples: int = setting(2000, "held-out (test) examples, evaluated at the end", check=_at_least(1), must=">= 1")
+    validation_examples: int = setting(0, "validation examples, carved from the training data, for the "
+                                       "evaluations during training (0: those use the held-out set)",
+                                       check=_at_least(0), must=">= 0")
     batch_size: int = setting(16, "examples per step", check=_at_least(1), must=">= 1")
 
 
@@ -73,6 +76,9 @@ class SelectionConfig:
     beta: float = setting(0.9, "EMA factor of the error map", check=lambda v: 0.0 <= v < 1.0, must="in [0, 1)")
     max_staleness: int = setting(20, "steps before an unmeasured component is forced in",
                                  check=_at_least(1), must=">= 1")
+    calibrate_cost: bool = setting(False, "measure step time per backprop cut depth before training and "
+                                   "price selections in seconds (--budget is then a share of a full "
+                                   "step's measured time)")
     # every registered policy's options by flag name (--top-p, --budget, ...), defaults filled in
     options: dict = field(default_factory=lambda: {n: f.default for n, f in option_fields().items()})
 
@@ -88,6 +94,11 @@ class TrainingConfig:
     threads: int | None = setting(None, "CPU threads (default: the profile's, else 2)",
                                   check=lambda v: v is None or v >= 1, must=">= 1")
     eval_every: int = setting(0, "steps between held-out evaluations (0: only at the end)")
+    eval_every_seconds: float = setting(0.0, "also evaluate each time this much training time passed "
+                                        "(evaluations excluded; 0: off)", check=_at_least(0), must=">= 0")
+    max_train_seconds: float | None = setting(None, "stop once this much training time is spent "
+                                              "(evaluations excluded); a completed run, exit status 0",
+                                              check=lambda v: v is None or v > 0, must="positive")
 
 
 @dataclass(slots=True)

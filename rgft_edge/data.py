@@ -147,15 +147,22 @@ def load_dataset(spec: str, **kwargs) -> TextDataset:
     return load_file(spec, **kwargs)
 
 
-def split(ds: TextDataset, eval_size: int | float, seed: int, max_train: int | None = None
-          ) -> tuple[TextDataset, TextDataset]:
-    """Seeded shuffle split into (train, held-out); eval_size as a count or a fraction."""
+def split(ds: TextDataset, eval_size: int | float, seed: int, max_train: int | None = None,
+          validation: int = 0) -> tuple[TextDataset, TextDataset] | tuple[TextDataset, TextDataset, TextDataset]:
+    """Seeded shuffle split into (train, held-out), or (train, held-out, validation) when
+    `validation` > 0; eval_size as a count or a fraction. The held-out set is the same with or
+    without a validation split (it is taken first); validation comes out of the training data."""
     n = len(ds)
     n_eval = int(round(eval_size * n)) if isinstance(eval_size, float) and eval_size < 1 else int(eval_size)
     if not 0 < n_eval < n:
         raise DataError(f"cannot hold out {n_eval} of {n} examples; need 0 < held-out < dataset size")
     order = np.random.default_rng(seed).permutation(n)
-    test, train = order[:n_eval], order[n_eval:]
+    test, val, train = order[:n_eval], order[n_eval:n_eval + validation], order[n_eval + validation:]
+    if len(train) == 0:
+        raise DataError(f"{n} examples leave nothing to train on after {n_eval} held out and "
+                        f"{validation} for validation")
     if max_train is not None:
         train = train[:max_train]
+    if validation:
+        return ds.subset(train.tolist()), ds.subset(test.tolist()), ds.subset(val.tolist())
     return ds.subset(train.tolist()), ds.subset(test.tolist())

@@ -24,6 +24,9 @@ from .optim import ComponentAdamW
 from .policies import Policy, Selection
 
 
+TRAIN_TIME_REACHED = "training time reached"  # --max-train-seconds: a completed run, not a fault
+
+
 @dataclass
 class LoopSettings:
     estimator: str = "grad-norm"
@@ -33,6 +36,9 @@ class LoopSettings:
     max_steps: int | None = None
     max_faults: int = 3  # consecutive non-finite steps before `on_fault` (restore + lower LR)
     start_step: int = 0  # resume: batches before this step are skipped (same seeded order)
+    max_train_seconds: float | None = None  # stop once the training clock reaches this (evals excluded)
+    eval_every_seconds: float = 0.0  # also evaluate each time the training clock passes a multiple
+    clock_offset_s: float = 0.0  # resume: training time of the earlier sessions of this run
 
 
 @dataclass
@@ -110,12 +116,13 @@ def _finite_grads(grads) -> bool:
 def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: ComponentAdamW,
           batches: Iterable[Batch], settings: LoopSettings, *, cost: CostModel | None = None,
           on_step: Callable[[dict], None] | None = None,
-          evaluate: Callable[[int], dict] | None = None,
+          evaluate: Callable[[int, float], dict] | None = None,
           should_stop: Callable[[int], str | None] | None = None,
           constrain: Callable[[Selection, int], Selection] | None = None,
           on_fault: Callable[[int], bool] | None = None) -> LoopResult:
     """Run the RGFT loop over `batches`. `should_stop(step)` returns a reason to stop cleanly
-    (budget spent); `constrain(selection, step)` may shrink a selection (memory guard);
+    (budget spent); `evaluate(step, training_clock_s)` runs a held-out evaluation;
+    `constrain(selection, step)` may shrink a selection (memory guard);
     `on_fault(step)` is called after `max_faults` non-finite steps in a row and returns whether
     training may go on (e.g. it restored the last good checkpoint and lowered the LR)."""
     table = backend.table
@@ -127,6 +134,8 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
     result = LoopResult()
     params = backend.parameters()
     faults = 0
+    clock = settings.clock_offset_s  # training time of the whole run so far, evaluations excluded
+    next_eval_s = _next_multiple(clock, settings.eval_every_seconds)
     for step, batch in enumerate(batches):
         if step < settings.start_step:
             continue
@@ -134,6 +143,9 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
             break
         if should_stop is not None and (reason := should_stop(step)):
             result.stop_reason = reason
+            break
+        if settings.max_train_seconds is not None and clock >= settings.max_train_seconds:
+            result.stop_reason = TRAIN_TIME_REACHED
             break
         t0 = time.perf_counter()
         probe = settings.probe_first_step and step == 0 and policy.uses_scores
@@ -150,7 +162,8 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
                                           settings.p_norm)
         if ok:
             error_map.update(step, measured, scores)
-        t_track = time.perf_counter() - t1 + t_sel
+        # hook work inside forward/backward (activation norms) is tracking too
+        t_track = time.perf_counter() - t1 + t_sel + out.info.get("hook_time_s", 0.0)
 
         track_gain = ok and policy.wants_gain(step)
         touched = optimizer.step(params, out.grads, sel.lr_mult, step, track_gain) if ok else []
@@ -164,6 +177,7 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
         faults = 0 if ok else faults + 1
         result.tracking_time_s += t_track
         result.total_time_s += dt
+        clock += dt
         result.selected_counts.append(int(sel.mask.sum()))
         result.params_updated.append(int(sizes[sel.mask].sum()) if ok else 0)
         frac = cost.fraction(sel.mask) if cost is not None else float("nan")
@@ -187,6 +201,14 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
             if on_fault is None or not on_fault(step):
                 result.stop_reason = "non-finite loss"
                 break
-        if evaluate is not None and settings.eval_every and (step + 1) % settings.eval_every == 0:
-            evaluate(step)
+        due = settings.eval_every and (step + 1) % settings.eval_every == 0
+        if next_eval_s is not None and clock >= next_eval_s:
+            due = True
+            next_eval_s = _next_multiple(clock, settings.eval_every_seconds)
+        if evaluate is not None and due:
+            evaluate(step, clock)
     return result
+
+
+def _next_multiple(clock: float, every: float) -> float | None:
+    return None if not every else (math.floor(clock / every) + 1) * every

@@ -22,7 +22,7 @@ import numpy as np
 from .backend import Backend
 from .budgets import EXIT_CODES, BudgetController, MemoryGuard, MemoryModel
 from .config import FinetuneConfig
-from .costs import CostModel
+from .costs import CostModel, calibrate
 from .data import TextDataset, load_dataset, split
 from .error_map import ErrorMap
 from .errors import UserError
@@ -42,7 +42,8 @@ MAX_FAULT_RECOVERIES = 3  # restores of the last checkpoint (LR halved each time
 class Splits:
     full: TextDataset
     train: TextDataset
-    held_out: TextDataset
+    held_out: TextDataset  # the test set: evaluated at the end (and during training without validation)
+    validation: TextDataset | None = None  # evaluations during training, when asked for
 
 
 def load_splits(cfg: FinetuneConfig, labels: list[str] | None = None) -> Splits:
@@ -55,6 +56,10 @@ def load_splits(cfg: FinetuneConfig, labels: list[str] | None = None) -> Splits:
     if labels is not None and data.label_names != labels:
         raise UserError(f"{d.source}: labels {data.label_names} do not match the model's {labels}")
     eval_n = min(d.eval_examples, max(1, len(data) // 5))
+    if d.validation_examples:
+        train_ds, test_ds, val_ds = split(data, eval_n, cfg.training.seed, d.max_train_examples,
+                                          validation=d.validation_examples)
+        return Splits(data, train_ds, test_ds, val_ds)
     train_ds, test_ds = split(data, eval_n, cfg.training.seed, d.max_train_examples)
     return Splits(data, train_ds, test_ds)
 
@@ -82,6 +87,8 @@ class Session:
         self.start_step, self.resumed = 0, False
         self.prior = {"energy_j": 0.0, "train_time_s": 0.0}  # from earlier sessions of this run
         self.recoveries: list[dict] = []
+        self.clock_s = 0.0  # training time of the whole run (evaluations excluded), across resumes
+        self.calibration: dict | None = None
         self.guard: MemoryGuard | None = None
         self._last_checkpoint = time.perf_counter()
 
@@ -92,6 +99,10 @@ class Session:
         self.memory = MemoryMeter().start()
         self.profile = _power_profile(cfg)
         self.cost = CostModel(table, cfg.data.batch_size)
+        sample = next(batches(self.encoder, self.splits.train.texts[: cfg.data.batch_size],
+                              self.splits.train.labels[: cfg.data.batch_size], cfg.data.batch_size))
+        if cfg.selection.calibrate_cost:
+            self.calibration = self._calibrate(sample)
         try:
             self.policy = make_policy(cfg.selection.policy, table, seed=cfg.training.seed, cost=self.cost,
                                       **cfg.selection.options)
@@ -109,8 +120,6 @@ class Session:
             self.writer.add_rows(rec)
         self._write_config()
         self.total_steps = self._total_steps()
-        sample = next(batches(self.encoder, self.splits.train.texts[: cfg.data.batch_size],
-                              self.splits.train.labels[: cfg.data.batch_size], cfg.data.batch_size))
         self.guard = self._memory_guard(sample)
         self.energy = EnergyMeter(idle_w=self.profile.idle_power_w, max_w=self.profile.max_power_w,
                                   country_iso_code=cfg.limits.country)
@@ -126,6 +135,7 @@ class Session:
                             "cpu_count": os.cpu_count(), "seed": self.cfg.training.seed,
                             **self.meta.get("environment", {})},
             "data": {"source": s.full.source, "train": len(s.train), "held_out": len(s.held_out),
+                     "validation": len(s.validation) if s.validation is not None else 0,
                      "labels": s.full.label_names, "skipped_rows": s.full.skipped_rows}})
         self.writer.write_json("components.json", self.backend.table.to_dict())
 
@@ -153,6 +163,26 @@ class Session:
         model.margin_bytes = 0.10 * base  # allocator slack and first-step growth, before calibration
         return MemoryGuard(model, budget)
 
+    def _calibrate(self, sample) -> dict:
+        """Price selections in measured seconds: a short profiling pass per cut depth (weights are
+        not updated; each step's gradients are dropped)."""
+        backend, k = self.backend, len(self.backend.table)
+
+        def median_time(run, repeats: int = 3) -> float:
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - t0)
+            return float(np.median(times))
+
+        def step(mask: np.ndarray) -> float:
+            return median_time(lambda: (backend.train_step(sample, mask, False), backend.commit([])))
+
+        step(np.ones(k, bool))  # warm-up: allocator, kernels, lazy init
+        forward = median_time(lambda: backend.evaluate([sample]))
+        return calibrate(self.cost, step, forward)
+
     def _state_mask(self) -> np.ndarray:
         mask = np.zeros(len(self.backend.table), bool)
         mask[list(self.optimizer.state)] = True
@@ -160,7 +190,7 @@ class Session:
 
     # -- checkpoints ------------------------------------------------------------------------------
     def save_checkpoint(self, step_done: int, reason: str | None = None) -> str:
-        extra = {"seed": self.cfg.training.seed, "policy": self.policy.state_dict(),
+        extra = {"seed": self.cfg.training.seed, "policy": self.policy.state_dict(), "train_clock_s": self.clock_s,
                  "energy_j": self.prior["energy_j"] + self.energy.snapshot().energy_j,
                  "train_time_s": self.prior["train_time_s"] + time.perf_counter() - self.t_start}
         rng = self.backend.rng_state()
@@ -183,22 +213,28 @@ class Session:
         if resume:
             self.start_step, self.resumed = step, True
             self.prior = {k: ck["state"].get(k, 0.0) for k in self.prior}
+            self.clock_s = float(ck["state"].get("train_clock_s", 0.0))
 
     # -- training ---------------------------------------------------------------------------------
-    def evaluate(self, step: int) -> dict:
+    def evaluate(self, step: int, clock_s: float | None = None, final: bool = False) -> dict:
+        """Evaluate on the validation split during training (if there is one), on the held-out
+        test split at the end; logged with the training time at which it happened."""
         # under a memory budget evaluate with the training batch: a bigger one is not budgeted
         size = self.cfg.data.batch_size
         if self.guard is None and self.backend.eval_batch_size:
             size = self.backend.eval_batch_size
-        held = self.splits.held_out
-        m = self.backend.evaluate(batches(self.encoder, held.texts, held.labels, size)).metrics
-        self.writer.log({"type": "eval", "step": step, **m})
+        use_val = not final and self.splits.validation is not None
+        data = self.splits.validation if use_val else self.splits.held_out
+        m = self.backend.evaluate(batches(self.encoder, data.texts, data.labels, size)).metrics
+        self.writer.log({"type": "eval", "step": step, "split": "validation" if use_val else "held_out",
+                         "train_time_s": self.clock_s if clock_s is None else clock_s, **m})
         return m
 
     def on_step(self, record: dict) -> None:
         if self.guard is not None and self.budgets.predicted_peaks:
             self.guard.model.calibrate(self.memory.peak_rss_bytes, self.budgets.predicted_peaks[-1])
         record["rss_bytes"] = self.memory.current_rss_bytes
+        self.clock_s += record["step_time_s"]
         self.writer.log(record)
         self.bar.update(record)
         out = self.cfg.output
@@ -221,8 +257,11 @@ class Session:
 
     def train(self) -> LoopResult:
         cfg = self.cfg
-        settings = LoopSettings(cfg.selection.estimator, cfg.selection.p_norm, eval_every=cfg.training.eval_every,
-                                max_steps=self.total_steps, start_step=self.start_step)
+        tr = cfg.training
+        settings = LoopSettings(cfg.selection.estimator, cfg.selection.p_norm, eval_every=tr.eval_every,
+                                max_steps=self.total_steps, start_step=self.start_step,
+                                max_train_seconds=tr.max_train_seconds, eval_every_seconds=tr.eval_every_seconds,
+                                clock_offset_s=self.clock_s)
         train_batches = batches(self.encoder, self.splits.train.texts, self.splits.train.labels,
                                 cfg.data.batch_size, cfg.training.seed, cfg.training.epochs,
                                 drop_last=self.drop_last)
@@ -238,10 +277,10 @@ class Session:
     def cleanup(self, result: LoopResult) -> dict:
         """Checkpoint a budget stop, evaluate, write weights, summary, power and the report."""
         ck_path = None
-        if result.stop_reason != "completed":  # stopped by a budget: keep everything to resume from
+        if EXIT_CODES.get(result.stop_reason, 1) != 0:  # stopped by a budget: keep all to resume from
             ck_path = self.save_checkpoint(self.start_step + result.steps, result.stop_reason)
         energy = self.energy.stop()
-        final = self.evaluate(result.steps - 1)
+        final = self.evaluate(self.start_step + result.steps - 1, final=True)
         self.memory.stop()
         self.writer.write_json("eval.json", {"held_out": len(self.splits.held_out), **final})
         self.writer.save_weights(self.backend.trainable_state(), {"format": "rgft-edge trainable weights"})
@@ -271,6 +310,9 @@ class Session:
             "mean_components_updated_per_step": float(np.mean(result.selected_counts)),
             "mean_params_updated_per_step": float(np.mean(result.params_updated)),
             "mean_estimated_step_cost_fraction": float(np.nanmean(result.cost_fractions)),
+            "step_cost_unit": self.cost.unit, "cost_calibration": self.calibration,
+            "validation_examples": len(self.splits.validation) if self.splits.validation is not None else 0,
+            "train_clock_s": self.clock_s,
             "median_step_time_s": float(np.median(np.array(result.step_times))),
             "tracking_overhead_pct": 100.0 * result.tracking_time_s / max(1e-9, result.total_time_s),
             "optimizer_state_evictions": self.optimizer.evictions,

@@ -19,8 +19,8 @@ from ..meters import EnergyMeter
 from ..policies import Policy, Selection
 from .memory_guard import MemoryGuard
 
-EXIT_CODES = {"completed": 0, "energy budget spent": 3, "time budget spent": 4,
-              "non-finite loss": 5}
+EXIT_CODES = {"completed": 0, "training time reached": 0, "energy budget spent": 3,
+              "time budget spent": 4, "non-finite loss": 5}
 
 
 @dataclass
