@@ -6,7 +6,7 @@ The built-in policies are registered below, one line each; see `registry.py` to 
 from __future__ import annotations
 
 from .base import Policy, PolicyContext, Selection, top_k_mask
-from .baselines import Full, HeadOnly, RandomSelection, StaticSelection, TopBlocks
+from .baselines import Full, HeadOnly, RandomSelection, StaticSelection, nearest_output_first
 from .elastic import Elastic
 from .options import (BudgetOptions, ClipOptions, ElasticOptions, NoOptions, RankOptions, ScaleOptions,
                       StaticBudgetOptions, StaticOptions, TopPOptions, option, resolve_budget)
@@ -50,7 +50,8 @@ register_policy("random-budget", BudgetOptions, lambda c, o: RandomSelection(_kn
 register_policy("static-budget", StaticBudgetOptions,
                 lambda c, o: StaticSelection(_knapsack(c, o.budget), o.static_warmup_steps),
                 "budget selection chosen once after a warm-up, then fixed")
-register_policy("top-blocks", BudgetOptions, lambda c, o: TopBlocks(_knapsack(c, o.budget), c.cost.depth),
+register_policy("top-blocks", BudgetOptions,
+                lambda c, o: ScorePolicy(_knapsack(c, o.budget), values=nearest_output_first(c.cost.depth)),
                 "map-free: the components nearest the output that fit the budget")
 register_policy("elastic", ElasticOptions, lambda c, o: Elastic(_knapsack(c, o.budget), o.probe_every),
                 "ElasticTrainer-style: g*dw importance from periodic full probe steps, knapsack")
@@ -59,4 +60,4 @@ __all__ = ["Policy", "PolicyContext", "PolicySpec", "Selection", "top_k_mask", "
            "register_policy", "unregister_policy", "get_policy", "policy_names", "policy_specs",
            "option_fields", "check_option_values", "option", "Quota", "Knapsack", "FrozenAfterWarmup",
            "ScorePolicy", "ClipRule", "rank_rule", "scale_rule", "Full", "HeadOnly",
-           "RandomSelection", "StaticSelection", "TopBlocks", "Elastic", "resolve_budget"]
+           "RandomSelection", "StaticSelection", "nearest_output_first", "Elastic", "resolve_budget"]

@@ -103,30 +103,11 @@ class StaticSelection(Policy):
         self.frozen.load_state_dict(d)
 
 
-class TopBlocks(Policy):
-    """Map-free at equal cost: the components nearest the output that fit the limit, chosen
-    without any error signal (if RGFT cannot beat this, its map is not helping)."""
 
-    def __init__(self, limit: Limit, depth: np.ndarray):
-        self.limit = limit
-        order = np.lexsort((np.arange(len(depth)), np.asarray(depth)))
-        rank = np.empty(len(depth))
-        rank[order] = np.arange(len(depth))
-        self.values = 2.0 ** rank  # any component outweighs every component below it together
-        self._none = np.zeros(len(depth), bool)
-
-    @property
-    def uses_scores(self) -> bool:
-        return False
-
-    def select(self, scores, step, forced):
-        return Selection.of(self.limit.best(self.values, self._none))
-
-    def tighten(self):
-        return self.limit.tighten()
-
-    def state_dict(self):
-        return self.limit.state_dict()
-
-    def load_state_dict(self, d):
-        self.limit.load_state_dict(d)
+def nearest_output_first(depth: np.ndarray) -> np.ndarray:
+    """Fixed values under which any component outweighs every component below it together: a
+    limit's `best` then buys the components nearest the output (the map-free `top-blocks`)."""
+    order = np.lexsort((np.arange(len(depth)), np.asarray(depth)))
+    rank = np.empty(len(depth))
+    rank[order] = np.arange(len(depth))
+    return 2.0 ** rank

@@ -19,10 +19,19 @@ LRRule = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 
 
 class ScorePolicy(Policy):
-    def __init__(self, limit: Limit, rule: LRRule | None = None):
-        self.limit, self.rule = limit, rule
+    """The best selection within `limit` by the live error map, or by fixed `values` instead (a
+    map-free prior such as `top-blocks`); `rule` sets the selected components' LR multipliers."""
+
+    def __init__(self, limit: Limit, rule: LRRule | None = None, values: np.ndarray | None = None):
+        self.limit, self.rule, self.values = limit, rule, values
+
+    @property
+    def uses_scores(self) -> bool:
+        return self.values is None
 
     def select(self, scores, step, forced):
+        if self.values is not None:
+            scores, forced = self.values, np.zeros(len(scores), bool)
         mask = self.limit.best(scores, forced)
         return Selection.of(mask, 1.0 if self.rule is None else self.rule(scores, mask, step))
 
