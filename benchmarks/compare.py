@@ -1,14 +1,17 @@
-"""The evidence harness: RGFT against full fine-tuning, LoRA, head-only, random, static and an
-ElasticTrainer-style selector, on three tasks, side by side in one run.
+"""RGFT against the baselines at equal training time, side by side on real data.
 
-    .venv/bin/python benchmarks/compare.py --mode quick   # 1 seed, small sizes: a few minutes
-    .venv/bin/python benchmarks/compare.py --mode full    # 3 seeds: the README table (~75 min, 2 cores)
+    python benchmarks/compare.py --mode quick    # 1 seed, tiny sizes, default LR only: plumbing check
+    python benchmarks/compare.py --mode full     # 3 seeds, LR grid on seed 0: the evidence tables
 
-One child process per (task, method, seed) — same data split, seed and thread count for every
-method; methods run interleaved per seed so machine drift hits all alike. Each finished run is
-appended to OUT/compare_runs.jsonl at once (`--resume` skips the runs already there), then the
-harness writes OUT/compare.json (records + derived numbers + environment), compare.md (tables and
-plain answers) and compare.html (metric-vs-time curves). Run directories go under --work.
+One child process per (task, method, seed, LR) — same data split, seed and thread count for every
+method. Per (task, seed) full fine-tuning runs first; its training time T is then every other
+method's training time (methods rotated per seed so machine drift hits all alike). On the grid
+seed (0) each method first runs its LR grid (full's first: its chosen LR defines T) and keeps the LR
+with the best final validation metric; the other seeds run with that LR. Each finished run is
+appended to OUT/compare_runs.jsonl at once (`--resume` keeps the runs already there, grid runs
+included), then the harness writes OUT/compare.json (records + derived numbers + environment),
+compare.md (tables, verdicts, LR grid), compare.html (validation curves) and lr_grid.jsonl.
+Run directories go under --work.
 """
 
 from __future__ import annotations
@@ -22,24 +25,137 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, run_child  # noqa: E402
-from compare_analysis import derive, html_plots, markdown  # noqa: E402
-from compare_setup import EXPORTED_TASKS, METHODS, MODES, TASKS, backend_of, run_one  # noqa: E402
+from compare_analysis import choose_lr, derive, html_plots, markdown, select_main  # noqa: E402
+from compare_setup import (EQUAL_TIME_EPOCHS, EVAL_POINTS, EXPORTED_TASKS, LR_FACTORS, METHODS, MODES,  # noqa: E402
+                           RESULTS_DIR, TASKS, backend_of, is_reference, lr_grid, lr_source, reference_of,
+                           run_one)
 
 
 def child(spec: dict) -> dict:
     task = TASKS[spec["task"]]
-    return run_one(task, spec["method"], spec["seed"], spec["mode"], spec["run_dir"], spec["threads"])
+    return run_one(task, spec["method"], spec["seed"], spec["mode"], spec["run_dir"], spec["threads"],
+                   lr=spec["lr"], ref_time_s=spec.get("ref_time_s"))
 
 
-def plan(tasks: list[str], methods: list[str], seeds: list[int]) -> list[tuple[str, str, int]]:
-    out = []
-    for seed in seeds:
-        for task in tasks:
-            ms = [m for m in methods if m not in TASKS[task].skip
-                  and (backend_of(m) is None or task in EXPORTED_TASKS)]
-            shift = seed % len(ms)  # rotate the order per seed: no method always runs first
-            out += [(task, m, seed) for m in ms[shift:] + ms[:shift]]
-    return out
+def fkey(f: float) -> float:
+    return round(float(f), 6)
+
+
+def applicable(task: str, methods: list[str]) -> list[str]:
+    return [m for m in methods if m not in TASKS[task].skip
+            and (backend_of(m) is None or task in EXPORTED_TASKS)]
+
+
+def block_order(task: str, methods: list[str], seed: int, grid_seed: int) -> list[str]:
+    """Order of one (task, seed) block: references first (full, then full@<backend>), the rest
+    rotated by seed; on the grid seed, methods that inherit another's LR go after the rest."""
+    ms = applicable(task, methods)
+    refs = [m for m in ms if is_reference(m)]
+    refs.sort(key=lambda m: (m != "full", m))
+    others = [m for m in ms if not is_reference(m)]
+    if others:
+        shift = seed % len(others)  # no method always runs right after full
+        others = others[shift:] + others[:shift]
+    if seed == grid_seed:
+        others = [m for m in others if lr_source(m) == m] + [m for m in others if lr_source(m) != m]
+    return refs + others
+
+
+class Harness:
+    """Runs what is missing, in protocol order; `records` holds every run so far (grid runs too)."""
+
+    def __init__(self, args, seeds: list[int], records: list[dict], log: Path, factors: list[float]):
+        self.args, self.seeds, self.records, self.log, self.factors = args, seeds, records, log, factors
+        self.grid_seed = args.grid_seed
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
+        self.done = 0
+        self.total = self.count()
+
+    def find(self, task: str, method: str, seed: int, factor: float) -> dict | None:
+        for r in reversed(self.records):
+            if (r["task"], r["method"], r["seed"]) == (task, method, seed) and fkey(r.get("lr_factor", 1.0)) == fkey(factor):
+                return r
+        return None
+
+    def count(self) -> int:
+        n = 0
+        for seed in self.seeds:
+            for task in self.args.tasks:
+                for m in applicable(task, self.args.methods):
+                    n += len(self.factors) if seed == self.grid_seed and lr_source(m) == m else 1
+        return n
+
+    def chosen_factor(self, task: str, method: str) -> float | None:
+        """The LR factor the method keeps: the best of its LR source's grid on the grid seed (None
+        while that grid is unfinished or every run of it failed)."""
+        if len(self.factors) == 1:
+            return self.factors[0]
+        grid = [self.find(task, lr_source(method), self.grid_seed, f) for f in self.factors]
+        if any(r is None for r in grid):
+            return None
+        best = choose_lr(grid, TASKS[task].higher_is_better)
+        return None if best is None else best["lr_factor"]
+
+    def run(self, task: str, method: str, seed: int, factor: float, ref_time_s: float | None, grid: bool) -> dict:
+        have = self.find(task, method, seed, factor)
+        if have is not None and "error" not in have:
+            return have
+        lr = lr_grid(TASKS[task], method, [factor])[0][1]
+        run_dir = Path(self.args.work) / self.args.mode / f"{task}-{method}-s{seed}-lrx{factor:.3g}"
+        spec = dict(task=task, method=method, seed=seed, mode=self.args.mode, threads=self.args.threads,
+                    lr=lr, ref_time_s=ref_time_s, run_dir=str(run_dir))
+        t0 = time.perf_counter()
+        if not is_reference(method) and ref_time_s is None:
+            res = {"error": f"no {reference_of(method)} run for this seed: no training time T to match"}
+        else:
+            res = run_child([sys.executable, __file__, "--child", json.dumps(spec)], env=self.env)
+        rec = {"task": task, "method": method, "seed": seed, "lr_factor": factor, "lr": lr, "grid": grid,
+               "ref_time_s": ref_time_s, **res}
+        self.records.append(rec)
+        with self.log.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        self.done += 1
+        shown = (f"test {res['final']:.4g}, val {res.get('val_final')}, {res['train_time_s']:.1f} s training, "
+                 f"{res['steps']} steps" if "error" not in res else res["error"][-200:])
+        print(f"[{self.done}/{self.total}] {task} {method} seed {seed} lr {lr:.3g}: {shown} "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        return rec
+
+    def block(self, task: str, seed: int) -> None:
+        order = block_order(task, self.args.methods, seed, self.grid_seed)
+        on_grid = seed == self.grid_seed and len(self.factors) > 1
+        ref_time: dict[str, float | None] = {}
+        # the references (full first): their grid, then their chosen run defines T
+        for m in [m for m in order if is_reference(m)]:
+            own_grid = on_grid and lr_source(m) == m
+            if own_grid:
+                for f in self.factors:
+                    self.run(task, m, seed, f, None, grid=True)
+            f = self.chosen_factor(task, m)
+            rec = self.run(task, m, seed, f, None, grid=own_grid) if f is not None else None
+            ref_time[m] = rec["train_time_s"] if rec is not None and "error" not in rec else None
+        others = [m for m in order if not is_reference(m)]
+        if on_grid:  # interleave the grid: every method's first LR, then every method's second, ...
+            own = [m for m in others if lr_source(m) == m]
+            for f in self.factors:
+                for m in own:
+                    self.run(task, m, seed, f, ref_time.get(reference_of(m)), grid=True)
+            others = [m for m in others if lr_source(m) != m]
+        for m in others:
+            f = self.chosen_factor(task, m)
+            if f is None:
+                rec = {"task": task, "method": m, "seed": seed, "lr_factor": 1.0, "lr": float("nan"),
+                       "error": f"no LR chosen for {lr_source(m)}: run seed {self.grid_seed} (the LR grid) first"}
+                self.records.append(rec)
+                print(f"{task} {m} seed {seed}: {rec['error']}", flush=True)
+                continue
+            self.run(task, m, seed, f, ref_time.get(reference_of(m)), grid=False)
+
+    def go(self) -> None:
+        # the grid seed first, whatever order --seeds gives: the other seeds need its LR choices
+        for seed in sorted(self.seeds, key=lambda s: s != self.grid_seed):
+            for task in self.args.tasks:
+                self.block(task, seed)
 
 
 def main() -> None:
@@ -48,8 +164,13 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--seeds", nargs="*", type=int, default=None, help="default: the mode's seeds")
+    ap.add_argument("--lr-factors", nargs="*", type=float, default=None,
+                    help="LR grid as multiples of each method's default (default: the mode's: "
+                         + "; ".join(f"{m} {f}" for m, f in LR_FACTORS.items()) + ")")
+    ap.add_argument("--grid-seed", type=int, default=0, help="the seed the LR grid runs on")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=None, help="results directory (default benchmarks/results/<mode>)")
+    ap.add_argument("--out", default=None, help="results directory (default: "
+                    + ", ".join(f"{m}: {d}" for m, d in RESULTS_DIR.items()) + ")")
     ap.add_argument("--work", default="/tmp/rgft-compare", help="where the run directories go")
     ap.add_argument("--resume", action="store_true", help="keep the runs already in compare_runs.jsonl")
     ap.add_argument("--report-only", action="store_true",
@@ -59,8 +180,18 @@ def main() -> None:
     if args.child:
         print("RESULT " + json.dumps(child(json.loads(args.child))), flush=True)
         return
+    if "full" not in args.methods:
+        args.methods = ["full"] + list(args.methods)  # every other method's training time comes from it
+    if any(backend_of(m) for m in args.methods):
+        for b in {backend_of(m) for m in args.methods if backend_of(m)}:
+            if f"full@{b}" in METHODS and f"full@{b}" not in args.methods:
+                args.methods.append(f"full@{b}")
+    args.methods = [m for m in METHODS if m in args.methods]  # METHODS order
     seeds = args.seeds if args.seeds is not None else MODES[args.mode]["seeds"]
-    out = Path(args.out or f"benchmarks/results/{args.mode}")
+    factors = args.lr_factors or LR_FACTORS[args.mode]
+    if 1.0 not in [fkey(f) for f in factors]:
+        factors = [1.0] + list(factors)
+    out = Path(args.out or RESULTS_DIR[args.mode])
     out.mkdir(parents=True, exist_ok=True)
     log = out / "compare_runs.jsonl"
     if args.report_only:
@@ -68,48 +199,79 @@ def main() -> None:
             sys.exit(f"{log}: no runs recorded; run the harness first")
         records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         prev = out / "compare.json"
-        wall = json.loads(prev.read_text())["meta"].get("harness_wall_s", 0.0) if prev.is_file() else 0.0
-        write(out, args, seeds, records, wall)
+        meta = json.loads(prev.read_text())["meta"] if prev.is_file() else {}
+        write(out, args, meta.get("seeds", seeds), records, meta.get("harness_wall_s", 0.0),
+              meta.get("lr_factors", factors))
         return
     done = [json.loads(l) for l in log.read_text().splitlines() if l.strip()] if args.resume and log.exists() else []
     if not args.resume:
         log.write_text("")
-    have = {(r["task"], r["method"], r["seed"]) for r in done if "error" not in r}
+    prev_wall = 0.0
+    if args.resume and (out / "compare.json").is_file():
+        prev_wall = json.loads((out / "compare.json").read_text())["meta"].get("harness_wall_s", 0.0)
     records = [r for r in done if "error" not in r]
-    todo = [p for p in plan(args.tasks, args.methods, seeds) if p not in have]
     t_start = time.perf_counter()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
-    for i, (task, method, seed) in enumerate(todo):
-        spec = dict(task=task, method=method, seed=seed, mode=args.mode, threads=args.threads,
-                    run_dir=str(Path(args.work) / args.mode / f"{task}-{method}-s{seed}"))
-        t0 = time.perf_counter()
-        res = run_child([sys.executable, __file__, "--child", json.dumps(spec)], env=env)
-        rec = {"task": task, "method": method, "seed": seed, **res}
-        records.append(rec)
-        with log.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
-        shown = res.get("final", res.get("error", "")[-200:])
-        print(f"[{i + 1}/{len(todo)}] {task} {method} seed {seed}: {shown} "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    write(out, args, seeds, records, time.perf_counter() - t_start)
+    Harness(args, seeds, records, log, factors).go()
+    write(out, args, seeds, records, prev_wall + time.perf_counter() - t_start, factors)
 
 
-def write(out: Path, args, seeds: list[int], records: list[dict], wall_s: float) -> None:
+def write(out: Path, args, seeds: list[int], records: list[dict], wall_s: float, factors: list[float]) -> None:
     import rgft_edge
 
     higher = {t: TASKS[t].higher_is_better for t in TASKS}
-    methods = {m: METHODS[m][1] for m in args.methods}
-    meta = environment(mode=args.mode, seeds=seeds, threads=args.threads, harness_wall_s=wall_s,
-                       rgft_edge=getattr(rgft_edge, "__version__", "dev"), cpu_count=os.cpu_count(),
-                       tasks={t: {"data": TASKS[t].data, "metric": TASKS[t].metric, **TASKS[t].base,
-                                  **TASKS[t].sizes[args.mode], "lr": TASKS[t].lr, "lora_lr": TASKS[t].lora_lr,
-                                  "skipped": TASKS[t].skip} for t in args.tasks})
-    derived = derive(records, higher)
-    (out / "compare.json").write_text(json.dumps({"meta": meta, "derived": derived, "runs": records}, indent=1))
-    text = markdown(meta, records, derived, higher, methods)
+    present = {r["method"] for r in records} or set(args.methods)
+    methods = {m: METHODS[m][1] for m in METHODS if m in present}
+    main_records, grid = select_main(records, higher, args.grid_seed)
+    tasks = list(dict.fromkeys([t for t in args.tasks] + [r["task"] for r in records]))
+    meta = environment(
+        mode=args.mode, seeds=seeds, threads=args.threads, harness_wall_s=wall_s,
+        rgft_edge=getattr(rgft_edge, "__version__", "dev"), cpu_count=os.cpu_count(),
+        omp_num_threads=str(args.threads), lr_factors=[float(f) for f in factors], grid_seed=args.grid_seed,
+        protocol={"equal_time": "non-full methods: max_train_seconds = full's train_clock_s (same task, seed)",
+                  "eval_points": EVAL_POINTS, "equal_time_epochs_cap": EQUAL_TIME_EPOCHS,
+                  "test": "held-out split, evaluated once, at the end",
+                  "validation": "carved from the training data; curves, time to target, LR choice"},
+        versions=_versions(), runs=len(records),
+        errors=[{k: r.get(k) for k in ("task", "method", "seed", "lr", "error")} for r in records if "error" in r],
+        tasks={t: {"data": TASKS[t].data, "metric": TASKS[t].metric, **TASKS[t].base,
+                   **TASKS[t].sizes[args.mode], "default_lr": TASKS[t].lr, "default_lora_lr": TASKS[t].lora_lr,
+                   "skipped": TASKS[t].skip} for t in tasks if t in TASKS})
+    derived = derive(main_records, higher)
+    (out / "compare.json").write_text(json.dumps(
+        {"meta": meta, "derived": _jsonable(derived), "lr_grid": grid, "runs": records}, indent=1))
+    with (out / "lr_grid.jsonl").open("w") as f:
+        for task, ms in grid.items():
+            for m, g in ms.items():
+                for r in g["runs"]:
+                    f.write(json.dumps({"task": task, "method": m, "seed": g["grid_seed"], **r}) + "\n")
+                if g["inherited_from"]:
+                    f.write(json.dumps({"task": task, "method": m, "lr": g["chosen_lr"], "chosen": True,
+                                        "inherited_from": g["inherited_from"]}) + "\n")
+    text = markdown(meta, main_records, derived, higher, methods, grid)
     (out / "compare.md").write_text(text)
-    (out / "compare.html").write_text(html_plots(records, higher, list(methods)), encoding="utf-8")
+    (out / "compare.html").write_text(html_plots(main_records, higher, list(methods)), encoding="utf-8")
     print(text)
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "transformers", "peft", "numpy", "onnxruntime-training-cpu", "rgft-edge"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _jsonable(d):
+    """Tuple keys (e.g. verdict pairs) and numpy scalars out, for json.dumps."""
+    if isinstance(d, dict):
+        return {str(k): _jsonable(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_jsonable(v) for v in d]
+    return d
 
 
 if __name__ == "__main__":

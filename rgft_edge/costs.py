@@ -22,8 +22,9 @@ class CostModel:
     def __init__(self, table: ComponentTable, batch_size: int = 16):
         self.depth = np.array(table.depths, dtype=np.int64)
         self.fwd = np.array([c.fwd_flops for c in table], dtype=np.float64)
-        self.wgrad = np.array([c.wgrad_flops + self.OPTIMIZER_FLOPS_PER_PARAM * c.num_params
-                               / max(1, batch_size) for c in table], dtype=np.float64)
+        self.opt = np.array([self.OPTIMIZER_FLOPS_PER_PARAM * c.num_params / max(1, batch_size)
+                             for c in table], dtype=np.float64)
+        self.wgrad = np.array([c.wgrad_flops for c in table], dtype=np.float64) + self.opt
         self.igrad = np.array([c.igrad_flops for c in table], dtype=np.float64)
         # Forward work outside any component (frozen parts, attention core ops) is in notes.
         self.extra_fwd = float(table.notes.get("untracked_fwd_flops", 0.0))
@@ -52,42 +53,58 @@ class CostModel:
         return self.forward_total / self.full if self.full > 0 else 1.0
 
 
+
 def calibrate(cost: CostModel, step_seconds: Callable[[np.ndarray], float], forward_seconds: float,
+              optimizer_seconds_per_param: float = 0.0, params: np.ndarray | None = None,
               max_levels: int = 8) -> dict:
     """Re-price `cost` in measured seconds, so a budget of 0.5 means half of a full step's *time*.
 
-    Measures a step that trains everything from depth d up, at up to `max_levels` depths (bottom
-    and top always), plus a forward pass. Between two measured depths the FLOP model's work is
-    scaled by one ratio (measured seconds / modelled FLOPs of that span), so the relative prices of
-    components inside a span stay those of the FLOP model. Returns what was measured.
+    At up to `max_levels` backprop cut depths (bottom and top always) it times two steps: one that
+    trains everything from the cut up, and one that trains only the components at the cut. Between
+    two measured depths (a span) the FLOP model's input-gradient work and weight-gradient work get a
+    rate each (seconds per FLOP), fitted by least squares to those steps and the forward pass, so the
+    relative prices of components inside a span stay the FLOP model's. The optimizer's share is
+    priced separately from its measured seconds per parameter. Returns what was measured.
     """
     depths = np.unique(cost.depth)
     if len(depths) > max_levels:
         depths = np.unique(depths[np.round(np.linspace(0, len(depths) - 1, max_levels)).astype(int)])
-    above = [cost.depth >= d for d in depths]
-    measured = [float(step_seconds(m)) for m in above]
-    modelled = [cost.flops(m) for m in above]
-    # spans from the top down: forward -> top depth -> next depth -> ... -> bottom
-    edges_t = [forward_seconds] + measured[::-1]
-    edges_f = [cost.forward_total] + modelled[::-1]
-    cuts = list(depths[::-1])
-    igrad, wgrad = cost.igrad.copy(), cost.wgrad.copy()
-    floor_rate = (measured[0] - forward_seconds) / max(1e-12, modelled[0] - cost.forward_total)
-    for j, cut in enumerate(cuts):
-        upper = cuts[j - 1] if j else None  # the previous (higher) measured cut
-        d_t, d_f = edges_t[j + 1] - edges_t[j], edges_f[j + 1] - edges_f[j]
-        rate = d_t / d_f if d_t > 0 and d_f > 0 else max(floor_rate, 1e-15)  # noise: the average rate
-        # work that enters when the cut moves from `upper` down to `cut`
-        w_new = (cost.depth >= cut) & ((cost.depth < upper) if upper is not None else True)
-        i_new = (cost.depth > cut) & ((cost.depth <= upper) if upper is not None else False)
-        wgrad[w_new] *= rate
-        igrad[i_new] *= rate
-    cost.igrad, cost.wgrad = igrad, wgrad
-    cost.fwd = cost.fwd * (forward_seconds / max(1e-12, cost.forward_total))
-    cost.extra_fwd = forward_seconds - float(cost.fwd.sum())
-    cost.forward_total = forward_seconds
+    span = np.searchsorted(depths, cost.depth, side="right") - 1  # span index of each component
+    span = np.maximum(span, 0)
+    n_span = len(depths)
+    params = np.zeros(len(cost.depth)) if params is None else np.asarray(params, dtype=np.float64)
+    wgrad_only = cost.wgrad - cost.opt
+    masks, times = [], []
+    for d in depths:
+        for mask in (cost.depth >= d, cost.depth == d):
+            masks.append(mask)
+            times.append(float(step_seconds(mask)))  # forward + backward; no optimizer update
+    rows, rhs = [], []
+    for mask, t in zip(masks, times):
+        cut = cost.depth[mask].min()
+        row = np.zeros(1 + 2 * n_span)
+        row[0] = cost.forward_total
+        np.add.at(row, 1 + span[cost.depth > cut], cost.igrad[cost.depth > cut])
+        np.add.at(row, 1 + n_span + span[mask], wgrad_only[mask])
+        rows.append(row)
+        rhs.append(t)
+    rows.append(np.eye(1, 1 + 2 * n_span)[0] * cost.forward_total)  # the forward pass alone
+    rhs.append(forward_seconds)
+    a, b = np.array(rows), np.array(rhs)
+    scale = np.maximum(a.max(axis=0), 1e-30)  # columns to comparable size before solving
+    x = np.linalg.lstsq(a / scale, b, rcond=None)[0] / scale
+    mean_rate = max(1e-18, (times[0] - forward_seconds) / max(1e-12, cost.full - cost.forward_total))
+    x[1:] = np.where(x[1:] > 0, x[1:], mean_rate)  # a rate lost in noise: the average rate
+    cost.fwd = cost.fwd * x[0]
+    cost.extra_fwd *= x[0]
+    cost.forward_total = float(cost.fwd.sum() + cost.extra_fwd)
+    cost.igrad = cost.igrad * x[1 + span]
+    cost.opt = optimizer_seconds_per_param * params
+    cost.wgrad = wgrad_only * x[1 + n_span + span] + cost.opt
     cost.full = cost.flops(np.ones(len(cost.depth), dtype=bool))
     cost.unit = "seconds (measured)"
-    return {"cut_depths": [int(d) for d in depths], "step_s": measured, "forward_s": forward_seconds,
-            "modelled_fraction": [f / modelled[0] for f in modelled],
-            "measured_fraction": [t / measured[0] for t in measured]}
+    predicted = [cost.flops(m) for m in masks]
+    return {"cut_depths": [int(d) for d in depths], "step_s": times, "forward_s": forward_seconds,
+            "optimizer_s_per_param": optimizer_seconds_per_param,
+            "fit_error_pct": float(100 * np.median(np.abs(np.array(predicted) - np.array(times))
+                                                   / np.maximum(1e-9, np.array(times))))}

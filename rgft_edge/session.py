@@ -181,7 +181,25 @@ class Session:
 
         step(np.ones(k, bool))  # warm-up: allocator, kernels, lazy init
         forward = median_time(lambda: backend.evaluate([sample]))
-        return calibrate(self.cost, step, forward)
+        sizes = np.array([c.num_params for c in backend.table], dtype=np.float64)
+        return calibrate(self.cost, step, forward, self._optimizer_seconds_per_param(sample, sizes), sizes)
+
+    def _optimizer_seconds_per_param(self, sample, sizes: np.ndarray) -> float:
+        """AdamW time per parameter, timed on copies of the largest component's buffers."""
+        big = int(np.argmax(sizes))
+        mask = np.eye(len(sizes), dtype=bool)[big]
+        grads = self.backend.train_step(sample, mask, False).grads
+        names = {r.name for r in self.backend.table[big].params}
+        live = self.backend.parameters()
+        copies = {n: live[n].clone() if hasattr(live[n], "clone") else live[n].copy() for n in names}
+        scratch = ComponentAdamW(self.backend.table, 1e-4)
+        times = []
+        for i in range(3):  # the first also allocates m and v
+            t0 = time.perf_counter()
+            scratch.step(copies, grads, mask.astype(float), i)
+            times.append(time.perf_counter() - t0)
+        self.backend.commit([])
+        return float(np.median(times[1:])) / max(1.0, sizes[big])
 
     def _state_mask(self) -> np.ndarray:
         mask = np.zeros(len(self.backend.table), bool)
