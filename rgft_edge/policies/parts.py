@@ -21,6 +21,7 @@ from .base import top_k_mask
 class Limit(Protocol):
     def best(self, values: np.ndarray, forced: np.ndarray) -> np.ndarray: ...
     def draw(self, rng: np.random.Generator, k: int) -> np.ndarray: ...
+    def charge(self, mask: np.ndarray) -> None: ...
     def tighten(self) -> dict | None: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, d: dict) -> None: ...
@@ -41,6 +42,9 @@ class Quota:
         mask = np.zeros(k, bool)
         mask[rng.choice(k, self.n, replace=False)] = True
         return mask
+
+    def charge(self, mask: np.ndarray) -> None:
+        pass  # a count has nothing to carry over
 
     def tighten(self) -> dict | None:
         if self.n <= 1:
@@ -67,6 +71,7 @@ class Knapsack:
 
     def __init__(self, cost: CostModel, budget: float = 0.5, resolution: int = 256):
         self.cost, self.budget, self.res = cost, budget, resolution
+        self.debt = 0.0  # overspend of earlier steps (forced refreshes), paid back by later ones
         k = len(cost.depth)
         if not 0.0 < budget <= 1.0:
             raise ValueError(f"budget must be in (0, 1], got {budget}")
@@ -83,7 +88,7 @@ class Knapsack:
         c = self.cost
         forced = np.asarray(forced, bool)
         values = np.maximum(np.asarray(values, dtype=np.float64), 0.0)
-        limit = self.budget * c.full
+        limit = self.available() * c.full
         best, best_val = None, -1.0
         min_forced = c.depth[forced].min() if forced.any() else None
         for d in np.unique(c.depth):
@@ -101,6 +106,16 @@ class Knapsack:
         if best is None:  # only the forced set is left; it may exceed the budget (logged as cost)
             best = forced if forced.any() else self._cheapest_mask.copy()
         return best
+
+    def available(self) -> float:
+        """This step's budget: the budget less what earlier overspending still owes (never below
+        the cheapest component, so a step always trains something)."""
+        return max(self.cheapest, self.budget - self.debt)
+
+    def charge(self, mask: np.ndarray) -> None:
+        """Book a step's selection: spending above the budget (a forced deep refresh) becomes debt
+        that the next steps pay back, so the budget holds on average, refreshes included."""
+        self.debt = max(0.0, self.debt + self.cost.fraction(mask) - self.budget)
 
     def draw(self, rng: np.random.Generator, k: int) -> np.ndarray:
         # Components in a uniformly random order, each kept if the step still fits the budget.
@@ -145,10 +160,11 @@ class Knapsack:
         return {"budget": new}
 
     def state_dict(self) -> dict:
-        return {"budget": self.budget}
+        return {"budget": self.budget, "debt": self.debt}
 
     def load_state_dict(self, d: dict) -> None:
         self.budget = float(d.get("budget", self.budget))
+        self.debt = float(d.get("debt", 0.0))
 
 
 class FrozenAfterWarmup:

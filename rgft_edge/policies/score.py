@@ -24,6 +24,7 @@ class ScorePolicy(Policy):
 
     def __init__(self, limit: Limit, rule: LRRule | None = None, values: np.ndarray | None = None):
         self.limit, self.rule, self.values = limit, rule, values
+        self._last: tuple[int, np.ndarray] | None = None  # this step's latest selection, not yet booked
 
     @property
     def uses_scores(self) -> bool:
@@ -32,7 +33,10 @@ class ScorePolicy(Policy):
     def select(self, scores, step, forced):
         if self.values is not None:
             scores, forced = self.values, np.zeros(len(scores), bool)
+        if self._last is not None and self._last[0] != step:
+            self.limit.charge(self._last[1])  # the loop may ask again within a step: book the final one
         mask = self.limit.best(scores, forced)
+        self._last = (step, mask)
         return Selection.of(mask, 1.0 if self.rule is None else self.rule(scores, mask, step))
 
     def tighten(self):
