@@ -198,8 +198,13 @@ def main() -> None:
         if not log.is_file():
             sys.exit(f"{log}: no runs recorded; run the harness first")
         records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        if any("error" not in r and "val_final" not in r for r in records):
+            sys.exit(f"{log}: recorded under the earlier equal-steps protocol (no validation curves); "
+                     "its compare.md stays as it is")
         prev = out / "compare.json"
         meta = json.loads(prev.read_text())["meta"] if prev.is_file() else {}
+        args.mode, args.threads = meta.get("mode", args.mode), meta.get("threads", args.threads)
+        args.grid_seed = meta.get("grid_seed", args.grid_seed)
         write(out, args, meta.get("seeds", seeds), records, meta.get("harness_wall_s", 0.0),
               meta.get("lr_factors", factors))
         return
@@ -222,7 +227,7 @@ def write(out: Path, args, seeds: list[int], records: list[dict], wall_s: float,
     present = {r["method"] for r in records} or set(args.methods)
     methods = {m: METHODS[m][1] for m in METHODS if m in present}
     main_records, grid = select_main(records, higher, args.grid_seed)
-    tasks = list(dict.fromkeys([t for t in args.tasks] + [r["task"] for r in records]))
+    tasks = list(dict.fromkeys(r["task"] for r in records)) or list(args.tasks)
     meta = environment(
         mode=args.mode, seeds=seeds, threads=args.threads, harness_wall_s=wall_s,
         rgft_edge=getattr(rgft_edge, "__version__", "dev"), cpu_count=os.cpu_count(),

@@ -46,7 +46,9 @@ class Task:
     base: dict  # FinetuneConfig fields shared by every method
     lr: float  # default LR of full fine-tuning and every selective method (the grid's centre)
     lora_lr: float  # LoRA and head-only train few, freshly initialised weights: the usual 10x LR
-    # mode -> dict(train=, validation=, held_out=, epochs=): `epochs` is the reference's passes over `train`
+    # mode -> dict(train=, validation=, held_out=, epochs=[, points=][, base=]): `epochs` is the reference's
+    # passes over `train`, `points` its validation evaluations (default EVAL_POINTS), `base` overrides
+    # of `base` for that mode (quick: smaller batches and sequences, so the plumbing check stays short)
     sizes: dict
     skip: dict = field(default_factory=dict)  # method -> why it does not apply
     budget: float = BUDGET  # the budget-matched methods' step budget (tests on tiny models need more)
@@ -60,19 +62,22 @@ TASKS = {
     "rotten-tomatoes": Task(
         "rotten-tomatoes", "rotten-tomatoes", "accuracy",
         dict(max_length=64, batch_size=16), lr=1e-4, lora_lr=1e-3,
-        sizes={"quick": dict(train=128, validation=48, held_out=200, epochs=2),
+        sizes={"quick": dict(train=64, validation=32, held_out=100, epochs=2, points=4,
+                             base=dict(batch_size=8, max_length=32)),
                "full": dict(train=1280, validation=500, held_out=1000, epochs=2)}),
     "bbc-news": Task(
         "bbc-news", "bbc-news", "accuracy",
         dict(max_length=128, batch_size=16), lr=1e-4, lora_lr=1e-3,
         # the library holds out at most a fifth of the data: 2,225 articles -> at most 445 test
-        sizes={"quick": dict(train=64, validation=32, held_out=100, epochs=2),
+        sizes={"quick": dict(train=32, validation=16, held_out=50, epochs=2, points=4,
+                             base=dict(batch_size=8, max_length=64)),
                "full": dict(train=480, validation=300, held_out=440, epochs=2)}),
     "bbc-news-lm": Task(
         "bbc-news-lm", "bbc-news", "perplexity",
         dict(model="smollm2-135m", task="causal-lm", max_length=64, batch_size=4), lr=3e-5, lora_lr=3e-4,
         # the step count of the earlier protocol (24 steps of 4 in full mode): one pass
-        sizes={"quick": dict(train=24, validation=8, held_out=16, epochs=1),
+        sizes={"quick": dict(train=8, validation=4, held_out=8, epochs=1, points=4,
+                             base=dict(batch_size=2, max_length=32)),
                "full": dict(train=96, validation=32, held_out=64, epochs=1)},
         skip={"head-only": "SmolLM2's LM head is tied to the (frozen) token embeddings: there is "
                            "no separate head to train"}),
@@ -146,9 +151,18 @@ def lr_grid(task: Task, method: str, factors: list[float]) -> list[tuple[float, 
     return [(float(f), float(lr0 * f)) for f in factors]
 
 
+def task_base(task: Task, mode: str) -> dict:
+    """The FinetuneConfig fields every method shares on this task in this mode."""
+    return {**task.base, **task.sizes[mode].get("base", {})}
+
+
+def eval_points(task: Task, mode: str) -> int:
+    return task.sizes[mode].get("points", EVAL_POINTS)
+
+
 def reference_steps(task: Task, mode: str) -> int:
     size = task.sizes[mode]
-    return max(1, size["train"] // task.base["batch_size"]) * size["epochs"]
+    return max(1, size["train"] // task_base(task, mode)["batch_size"]) * size["epochs"]
 
 
 def eval_every_for(steps: int, points: int = EVAL_POINTS) -> int:
@@ -173,32 +187,34 @@ def config_for(task: Task, method: str, seed: int, mode: str, out: str | Path, t
         overrides["static_warmup_steps"] = max(1, steps // 10)  # warm-up steps are full steps: ~10% of T
     cfg = dict(data=task.data, max_train_examples=size["train"], eval_examples=size["held_out"],
                validation_examples=size["validation"], budget=task.budget, seed=seed, threads=threads,
-               out=str(out), report=False, checkpoint_every=0, **task.base)
+               out=str(out), report=False, checkpoint_every=0, **task_base(task, mode))
+    points = eval_points(task, mode)
     if is_reference(method):
-        cfg.update(epochs=size["epochs"], eval_every=eval_every_for(steps))
+        cfg.update(epochs=size["epochs"], eval_every=eval_every_for(steps, points))
     else:
         if ref_time_s is None or not ref_time_s > 0:
             raise ValueError(f"{method}: needs the reference's training time (run {reference_of(method)} first)")
         # a hair under T / 10, so the 10th evaluation is not lost to rounding at the stop
         cfg.update(epochs=EQUAL_TIME_EPOCHS, eval_every=0, max_train_seconds=float(ref_time_s),
-                   eval_every_seconds=float(ref_time_s) / EVAL_POINTS * (1 - 1e-6))
+                   eval_every_seconds=float(ref_time_s) / points * (1 - 1e-6))
     cfg.update(overrides)
     return FinetuneConfig.of(**cfg)
 
 
-def artifact_for(task: Task, backend: str, root: Path) -> Path:
+def artifact_for(task: Task, backend: str, root: Path, mode: str) -> Path:
     """Compile the task's model once per harness run (fp32, every block trainable, like `full`)."""
     from rgft_edge.data import load_dataset
     from rgft_edge.export.compile import compile_artifact
     from rgft_edge.export.prepare import PrepareOptions
     from rgft_edge.models import resolve_model
 
-    out = root / f"{task.name}-{backend}"
+    base = task_base(task, mode)
+    out = root / f"{task.name}-{backend}-b{base['batch_size']}-t{base['max_length']}"
     if not (out / "manifest.json").is_file():
-        opts = PrepareOptions(task=task.base.get("task", "sequence-classification"),
+        opts = PrepareOptions(task=base.get("task", "sequence-classification"),
                               labels=load_dataset(task.data).label_names, adapter="full", quantize="none",
-                              max_length=task.base["max_length"], batch_size=task.base["batch_size"])
-        compile_artifact(resolve_model(task.base.get("model")), out, backend, opts, force=True)
+                              max_length=base["max_length"], batch_size=base["batch_size"])
+        compile_artifact(resolve_model(base.get("model")), out, backend, opts, force=True)
     return out
 
 
@@ -214,7 +230,7 @@ def run_one(task: Task, method: str, seed: int, mode: str, out: str | Path, thre
     else:
         from rgft_edge.recipes.train import train_artifact
 
-        summary = train_artifact(str(artifact_for(task, backend, Path(out).parent / "artifacts")), cfg,
+        summary = train_artifact(str(artifact_for(task, backend, Path(out).parent / "artifacts", mode)), cfg,
                                  progress=False)
     return condense(task, method, seed, Path(out), summary, cfg)
 
@@ -249,11 +265,9 @@ def condense(task: Task, method: str, seed: int, run: Path, summary: dict, cfg: 
         "peak_rss_mb": summary["peak_rss_bytes"] / 1e6, "memory_source": summary["memory_source"],
         "backward_gflops_est": backward * cfg.data.batch_size / 1e9,
         "cost_fraction": summary["mean_estimated_step_cost_fraction"],
-        "step_cost_unit": summary.get("step_cost_unit"),
-        # calibration: 1 warm-up full step + 3 repeats per measured cut depth + 3 forwards, outside T
-        "calibration_s_est": (None if not cal else
-                              float(cal["step_s"][0] + 3 * sum(cal["step_s"]) + 3 * cal["forward_s"])),
-        "calibration_measured_fraction": None if not cal else cal.get("measured_fraction"),
+        "step_cost_unit": summary.get("step_cost_unit"), "cost_calibration": cal,
+        # session time outside the energy meter's window: setup (calibration included) + the test evaluation
+        "outside_meter_s": summary["wall_time_s"] - summary.get("duration_s", summary["wall_time_s"]),
         "components_per_step": summary["mean_components_updated_per_step"],
         "components": summary["components"],
         "params_per_step": summary["mean_params_updated_per_step"],

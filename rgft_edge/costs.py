@@ -60,11 +60,13 @@ def calibrate(cost: CostModel, step_seconds: Callable[[np.ndarray], float], forw
     """Re-price `cost` in measured seconds, so a budget of 0.5 means half of a full step's *time*.
 
     At up to `max_levels` backprop cut depths (bottom and top always) it times two steps: one that
-    trains everything from the cut up, and one that trains only the components at the cut. Between
-    two measured depths (a span) the FLOP model's input-gradient work and weight-gradient work get a
-    rate each (seconds per FLOP), fitted by least squares to those steps and the forward pass, so the
-    relative prices of components inside a span stay the FLOP model's. The optimizer's share is
-    priced separately from its measured seconds per parameter. Returns what was measured.
+    trains everything from the cut up, and one that trains only the components at the cut. Each span
+    between two measured depths gets a rate (seconds per modelled FLOP); input-gradient work costs
+    `kappa` times weight-gradient work per FLOP, one `kappa` for the model; forward FLOPs get their
+    own rate. All are fitted by least squares to the timed steps (the eval-mode forward pass enters
+    with a small weight: no autograd bookkeeping there), so relative prices inside a span stay the
+    FLOP model's. The optimizer is priced separately, from its measured seconds per parameter.
+    Returns what was measured.
     """
     depths = np.unique(cost.depth)
     if len(depths) > max_levels:
@@ -79,32 +81,56 @@ def calibrate(cost: CostModel, step_seconds: Callable[[np.ndarray], float], forw
         for mask in (cost.depth >= d, cost.depth == d):
             masks.append(mask)
             times.append(float(step_seconds(mask)))  # forward + backward; no optimizer update
-    rows, rhs = [], []
-    for mask, t in zip(masks, times):
-        cut = cost.depth[mask].min()
-        row = np.zeros(1 + 2 * n_span)
-        row[0] = cost.forward_total
-        np.add.at(row, 1 + span[cost.depth > cut], cost.igrad[cost.depth > cut])
-        np.add.at(row, 1 + n_span + span[mask], wgrad_only[mask])
-        rows.append(row)
-        rhs.append(t)
-    rows.append(np.eye(1, 1 + 2 * n_span)[0] * cost.forward_total)  # the forward pass alone
-    rhs.append(forward_seconds)
-    a, b = np.array(rows), np.array(rhs)
-    scale = np.maximum(a.max(axis=0), 1e-30)  # columns to comparable size before solving
-    x = np.linalg.lstsq(a / scale, b, rcond=None)[0] / scale
-    mean_rate = max(1e-18, (times[0] - forward_seconds) / max(1e-12, cost.full - cost.forward_total))
-    x[1:] = np.where(x[1:] > 0, x[1:], mean_rate)  # a rate lost in noise: the average rate
+    x, kappa = _fit_rates(cost, masks, np.array(times), forward_seconds, span, n_span, wgrad_only)
+    r = x[1:]
     cost.fwd = cost.fwd * x[0]
     cost.extra_fwd *= x[0]
     cost.forward_total = float(cost.fwd.sum() + cost.extra_fwd)
-    cost.igrad = cost.igrad * x[1 + span]
+    cost.igrad = cost.igrad * r[span] * kappa
     cost.opt = optimizer_seconds_per_param * params
-    cost.wgrad = wgrad_only * x[1 + n_span + span] + cost.opt
+    cost.wgrad = wgrad_only * r[span] + cost.opt
     cost.full = cost.flops(np.ones(len(cost.depth), dtype=bool))
     cost.unit = "seconds (measured)"
     predicted = [cost.flops(m) for m in masks]
     return {"cut_depths": [int(d) for d in depths], "step_s": times, "forward_s": forward_seconds,
-            "optimizer_s_per_param": optimizer_seconds_per_param,
+            "optimizer_s_per_param": optimizer_seconds_per_param, "igrad_vs_wgrad_rate": float(kappa),
             "fit_error_pct": float(100 * np.median(np.abs(np.array(predicted) - np.array(times))
                                                    / np.maximum(1e-9, np.array(times))))}
+
+
+def _fit_rates(cost: CostModel, masks: list[np.ndarray], times: np.ndarray, forward_seconds: float,
+               span: np.ndarray, n_span: int, wgrad_only: np.ndarray) -> tuple[np.ndarray, float]:
+    """(forward rate, span rates) and kappa minimising the squared error of the timed steps:
+    linear least squares for the rates at a given kappa; a grid, then golden-section, over kappa."""
+    weak = 0.1  # the forward pass alone ran in eval mode (no autograd bookkeeping)
+    mean = max(1e-18, (times[0] - forward_seconds) / max(1e-12, cost.full - cost.forward_total))
+
+    def solve(log_kappa: float) -> tuple[float, np.ndarray]:
+        kappa = float(np.exp(log_kappa))
+        rows = []
+        for mask in masks:
+            cut = cost.depth[mask].min()
+            row = np.zeros(1 + n_span)
+            row[0] = cost.forward_total
+            np.add.at(row, 1 + span[cost.depth > cut], kappa * cost.igrad[cost.depth > cut])
+            np.add.at(row, 1 + span[mask], wgrad_only[mask])
+            rows.append(row)
+        a = np.vstack(rows + [np.eye(1, 1 + n_span)[0] * cost.forward_total * weak])
+        b = np.append(times, forward_seconds * weak)
+        scale = np.maximum(np.abs(a).max(axis=0), 1e-30)
+        x = np.linalg.lstsq(a / scale, b, rcond=None)[0] / scale
+        x = np.where(x > 0, x, mean)  # a rate lost in noise: the mean rate of the backward pass
+        return float(np.sum((a[:-1] @ x - times) ** 2)), x
+
+    grid = np.log(np.geomspace(0.2, 5.0, 17))
+    k = int(np.argmin([solve(g)[0] for g in grid]))
+    lo, hi = grid[max(0, k - 1)], grid[min(len(grid) - 1, k + 1)]
+    golden = (np.sqrt(5) - 1) / 2
+    for _ in range(40):
+        m1, m2 = hi - golden * (hi - lo), lo + golden * (hi - lo)
+        if solve(m1)[0] <= solve(m2)[0]:
+            hi = m2
+        else:
+            lo = m1
+    log_kappa = (lo + hi) / 2
+    return solve(log_kappa)[1], float(np.exp(log_kappa))

@@ -24,7 +24,8 @@ def rec(method, seed, final, time_s, curve, *, step_s=0.5, lr=1e-4, factor=1.0, 
             "val_final": curve[-1][2] if curve else None, "lr": lr, "lr_factor": factor, "steps": 10,
             "train_time_s": time_s, "energy_j": 10 * time_s, "energy_source": "estimated:tdp",
             "median_step_s": step_s, "peak_rss_mb": 100.0, "backward_gflops_est": 1.0, "cost_fraction": 0.5,
-            "step_cost_unit": "seconds (measured)" if cal else "FLOPs (modelled)", "calibration_s_est": None,
+            "step_cost_unit": "seconds (measured)" if cal else "FLOPs (modelled)",
+            "outside_meter_s": 5.0 if cal else 2.0,
             "components_per_step": 3.0, "components": 6, "tracking_pct": 0.5,
             "config": {"calibrate_cost": cal}}
 
@@ -103,7 +104,7 @@ def test_derived_numbers_verdicts_and_markdown():
     assert r["paired"] == 3 and r["reached"] == 3  # target 0.792 on validation
     # seed 0: full reaches 0.792 at 5 + (0.092 / 0.1) * 5 = 9.6 s; rgft-budget at 5 + (0.042 / 0.045) * 5
     assert time_to_target(records[1]["curve"], 0.792, True) == pytest.approx(5 + 0.042 / 0.045 * 5)
-    assert r["step_time_ratio"][0] == pytest.approx(0.52)
+    assert r["step_time_ratio"][0] == pytest.approx(0.52) and r["calibration_s_est"][0] == pytest.approx(3.0)
     assert rows["random-budget"]["reached"] == 0
     cc = cost_check(rows)
     assert not cc["within"] and cc["outside"] == ["top-blocks"]  # 0.70 vs 0.50-0.52
@@ -192,7 +193,7 @@ def test_harness_runs_equal_time_on_a_tiny_model(tiny_model_dir, sentiment_csv, 
         assert 0.0 <= r["final"] <= 1.0 and r["energy_source"].startswith(("estimated", "measured"))
         assert cfg["calibrate_cost"] == is_budget_matched(method)
         if is_budget_matched(method):
-            assert r["step_cost_unit"].startswith("seconds") and r["calibration_s_est"] > 0
+            assert r["step_cost_unit"].startswith("seconds") and r["cost_calibration"]["step_s"]
         records.append(r)
     by = {r["method"]: r for r in records}
     assert by["lora"]["config"]["lr"] == 1e-2 and by["elastic"]["config"]["probe_every"] == 4
@@ -200,3 +201,24 @@ def test_harness_runs_equal_time_on_a_tiny_model(tiny_model_dir, sentiment_csv, 
     d = derive(records, {"tiny": True})["tiny"]
     assert d["rows"]["full"]["ttt_ratio"][0] == pytest.approx(1.0) and d["equal_time"]["full"] == {0: T}
     assert d["rows"]["rgft-budget"]["paired"] == 1
+
+
+def test_exported_backend_rows_take_the_time_of_full_through_that_backend(compile_tiny, sentiment_csv, tmp_path,
+                                                                          monkeypatch):
+    import compare_setup
+
+    art, _ = compile_tiny("onnxruntime", batch_size=8)
+    monkeypatch.setattr(compare_setup, "artifact_for", lambda *a: art)
+    task = Task("tiny", str(sentiment_csv), "accuracy",
+                dict(text_column="review", label_column="sentiment", max_length=12, batch_size=8),
+                lr=1e-3, lora_lr=1e-2, sizes={"quick": dict(train=64, validation=16, held_out=24, epochs=2)},
+                budget=0.95)
+    full = run_one(task, "full@onnxruntime", 0, "quick", tmp_path / "full", threads=1)
+    assert full["steps"] == 16 and full["config"]["max_train_seconds"] is None and len(full["curve"]) == 16
+    r = run_one(task, "rgft-budget@onnxruntime", 0, "quick", tmp_path / "rgft", threads=1,
+                ref_time_s=full["train_time_s"])
+    assert r["stop_reason"] == "training time reached" and r["train_time_s"] >= full["train_time_s"]
+    assert r["step_cost_unit"].startswith("seconds") and r["curve"]
+    d = derive([full, r], {"tiny": True})["tiny"]
+    assert d["equal_time"] == {"full@onnxruntime": {0: full["train_time_s"]}}
+    assert d["rows"]["rgft-budget@onnxruntime"]["paired"] == 1
