@@ -73,7 +73,8 @@ class Harness:
 
     def find(self, task: str, method: str, seed: int, factor: float) -> dict | None:
         for r in reversed(self.records):
-            if (r["task"], r["method"], r["seed"]) == (task, method, seed) and fkey(r.get("lr_factor", 1.0)) == fkey(factor):
+            if ((r["task"], r["method"], r["seed"]) == (task, method, seed)
+                    and fkey(r.get("lr_factor", 1.0)) == fkey(factor)):
                 return r
         return None
 
@@ -132,8 +133,8 @@ class Harness:
                 for f in self.factors:
                     self.run(task, m, seed, f, None, grid=True)
             f = self.chosen_factor(task, m)
-            rec = self.run(task, m, seed, f, None, grid=own_grid) if f is not None else None
-            ref_time[m] = rec["train_time_s"] if rec is not None and "error" not in rec else None
+            rec = self.run(task, m, seed, f, None, grid=own_grid) if f is not None else self.no_lr(task, m, seed)
+            ref_time[m] = rec["train_time_s"] if "error" not in rec else None
         others = [m for m in order if not is_reference(m)]
         if on_grid:  # interleave the grid: every method's first LR, then every method's second, ...
             own = [m for m in others if lr_source(m) == m]
@@ -144,12 +145,18 @@ class Harness:
         for m in others:
             f = self.chosen_factor(task, m)
             if f is None:
-                rec = {"task": task, "method": m, "seed": seed, "lr_factor": 1.0, "lr": float("nan"),
-                       "error": f"no LR chosen for {lr_source(m)}: run seed {self.grid_seed} (the LR grid) first"}
-                self.records.append(rec)
-                print(f"{task} {m} seed {seed}: {rec['error']}", flush=True)
+                self.no_lr(task, m, seed)
                 continue
             self.run(task, m, seed, f, ref_time.get(reference_of(m)), grid=False)
+
+    def no_lr(self, task: str, method: str, seed: int) -> dict:
+        """A run that cannot start: its LR grid (on the grid seed) is missing or failed throughout."""
+        rec = {"task": task, "method": method, "seed": seed, "lr_factor": 1.0, "lr": None,
+               "error": f"no LR chosen for {lr_source(method)}: its LR grid on seed {self.grid_seed} is "
+                        "missing or failed (run that seed first)"}
+        self.records.append(rec)
+        print(f"{task} {method} seed {seed}: {rec['error']}", flush=True)
+        return rec
 
     def go(self) -> None:
         # the grid seed first, whatever order --seeds gives: the other seeds need its LR choices

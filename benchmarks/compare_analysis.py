@@ -145,9 +145,14 @@ def select_main(records: list[dict], higher: dict[str, bool], grid_seed: int = 0
                       "chosen": r is best} for r in sorted(seeds_runs, key=lambda r: r["lr"])]}
     for (task, method), rs in sorted(by.items()):
         src = lr_source(method)
-        if src != method and src in grid.get(task, {}):
-            g = grid[task][src]
-            grid[task][method] = {**g, "inherited_from": src, "runs": []}
+        if src == method:
+            continue
+        if src in grid.get(task, {}):
+            grid[task][method] = {**grid[task][src], "inherited_from": src, "runs": []}
+        elif len({_factor_key(r.get("lr_factor", 1.0)) for r in rs}) == 1:  # run without its LR source
+            grid[task][method] = {"chosen_factor": _factor_key(rs[0].get("lr_factor", 1.0)),
+                                  "chosen_lr": rs[0]["lr"], "grid_seed": grid_seed, "inherited_from": None,
+                                  "runs": []}
     main = []
     for (task, method), rs in by.items():
         g = grid.get(task, {}).get(method)
@@ -328,6 +333,11 @@ def verdict_table(records: list[dict], task: str, rows: dict, hib: bool, order: 
     return lines, verdicts
 
 
+def target_words(ref: str, higher_is_better: bool) -> str:
+    return (f"{TARGET:.0%} of {ref}'s final validation accuracy" if higher_is_better else
+            f"{PPL_TARGET}× {ref}'s final validation perplexity")
+
+
 def answers(records: list[dict], derived: dict, higher: dict[str, bool], verdicts: dict) -> list[str]:
     lines = []
     for task, d in derived.items():
@@ -339,12 +349,11 @@ def answers(records: list[dict], derived: dict, higher: dict[str, bool], verdict
         for m in [m for m in rows if is_rgft(m)]:
             r = rows[m]
             ref = reference_of(m)
-            reach = (f"reaches the target ({TARGET:.0%} of {ref}'s final validation {what}"
-                     f"{'' if hib else f', i.e. <= {PPL_TARGET}x'}) in {r['reached']}/{r['paired']} seeds, after "
+            tw = target_words(ref, hib)
+            reach = (f"reaches the target ({tw}) in {r['reached']}/{r['paired']} seeds, after "
                      f"{_pm(r['ttt_ratio'], '{:.2f}')} of {ref}'s own time to it and "
                      f"{_pm(r['ttt_energy_ratio'], '{:.2f}')} of its energy to it" if r["reached"] else
-                     f"does not reach the target ({TARGET:.0%} of {ref}'s final validation {what}) in any seed "
-                     f"within T")
+                     f"does not reach the target ({tw}) in any seed within T")
             lines.append(f"- {m}: test {what} at equal time {_pm(r['delta_vs_full'], '{:+.2f}', scale)} {unit} "
                          f"vs {ref}; {reach}; measured step time {_pm(r['step_time_ratio'], '{:.2f}')} of {ref}'s.")
             by_word = defaultdict(lambda: defaultdict(list))
@@ -359,7 +368,10 @@ def answers(records: list[dict], derived: dict, higher: dict[str, bool], verdict
         cc = d["cost_check"]
         if cc["methods"]:
             listing = ", ".join(f"{m} {f:.2f}" for m, f in sorted(cc["methods"].items()))
-            if cc["within"]:
+            if len(cc["methods"]) == 1:
+                lines.append(f"- equal cost, measured: one budget-matched method only ({listing} × full's "
+                             "median step time, same seed).")
+            elif cc["within"]:
                 lines.append(f"- equal cost, measured: the budget-matched methods land within ±{COST_TOLERANCE:.0%} "
                              f"of each other in median step time (× full's, same seed: {listing}).")
             else:
@@ -374,7 +386,8 @@ def lr_grid_lines(grid: dict, higher: dict[str, bool], order: list[str]) -> list
     lines = []
     for task, methods in grid.items():
         hib = higher[task]
-        fmt = (lambda v: "—" if v is None else f"{100 * v:.2f}") if hib else (lambda v: "—" if v is None else f"{v:.2f}")
+        scale = 100.0 if hib else 1.0
+        fmt = lambda v, sc=scale: "—" if v is None else f"{sc * v:.2f}"  # noqa: E731
         lines += [f"**{task}** (final validation {'accuracy' if hib else 'perplexity'}, seed "
                   f"{next(iter(methods.values()))['grid_seed']})", "",
                   "| method | LR × default: LR → final validation (test) | chosen LR |", "|---|---|---|"]

@@ -21,7 +21,6 @@ energy?"):
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,7 +87,8 @@ TASKS = {
 CAL = dict(calibrate_cost=True)
 METHODS = {
     "full": (dict(policy="full"), "full fine-tuning (every block, every step); defines the training time T"),
-    "lora": (dict(policy="full", adapter="lora", lr="lora"), "peft LoRA r=8 on the attention projections + head, uniform updates"),
+    "lora": (dict(policy="full", adapter="lora", lr="lora"),
+             "peft LoRA r=8 on the attention projections + head, uniform updates"),
     "head-only": (dict(policy="head-only", lr="lora"), "pooler + classifier only"),
     "random-top-p": (dict(policy="random", top_p=TOP_P), f"random {TOP_P:.0%} of components per step"),
     "static-top-p": (dict(policy="static", top_p=TOP_P, static_warmup_steps="warmup"),

@@ -222,3 +222,14 @@ def test_exported_backend_rows_take_the_time_of_full_through_that_backend(compil
     d = derive([full, r], {"tiny": True})["tiny"]
     assert d["equal_time"] == {"full@onnxruntime": {0: full["train_time_s"]}}
     assert d["rows"]["rgft-budget@onnxruntime"]["paired"] == 1
+
+
+def test_scheduler_without_the_grid_seed_runs_nothing_it_cannot_price(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(compare, "run_child", lambda argv, env=None, timeout=None: calls.append(argv) or {})
+    args = SimpleNamespace(tasks=["rotten-tomatoes"], methods=["full", "rgft-budget"], mode="quick",
+                           work=str(tmp_path), threads=1, grid_seed=0)
+    h = compare.Harness(args, [1], [], tmp_path / "log.jsonl", [1 / 3, 1.0, 3.0])
+    h.go()
+    assert calls == [] and [r["method"] for r in h.records] == ["full", "rgft-budget"]
+    assert all("LR grid on seed 0" in r["error"] for r in h.records)
