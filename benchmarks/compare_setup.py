@@ -102,9 +102,11 @@ METHODS = {
                    f"map-free: the components nearest the output that fit budget {BUDGET}"),
     "elastic": (dict(policy="elastic", probe_every="probe", **CAL),
                 f"ElasticTrainer-style: g*dw importance probed ~4x per run, DP at budget {BUDGET}"),
-    "rgft-budget": (dict(policy="budget", **CAL), f"RGFT budget {BUDGET}, grad-norm error map"),
-    "rgft-budget-act": (dict(policy="budget", estimator="activation", **CAL),
-                        f"RGFT budget {BUDGET}, activation-attribution error map"),
+    # forced refresh steps count inside the budget (paid back by the following steps): equal cost
+    "rgft-budget": (dict(policy="budget", budget_amortize=True, **CAL),
+                    f"RGFT budget {BUDGET}, grad-norm error map, refreshes inside the budget"),
+    "rgft-budget-act": (dict(policy="budget", estimator="activation", budget_amortize=True, **CAL),
+                        f"RGFT budget {BUDGET}, activation-attribution error map, refreshes inside the budget"),
     # The same comparison through an exported backend: `rgft-edge compile --backend onnxruntime
     # --adapter full --quantize none` once, then `rgft-edge train` (fixed batch and sequence length).
     # These take the LR chosen for the same method in eager torch (no grid of their own).

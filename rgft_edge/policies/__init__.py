@@ -20,8 +20,8 @@ def _quota(ctx: PolicyContext, p: float) -> Quota:
     return Quota(len(ctx.table), p)
 
 
-def _knapsack(ctx: PolicyContext, budget: float | None) -> Knapsack:
-    return Knapsack(ctx.cost, resolve_budget(budget, ctx.cost.floor))
+def _knapsack(ctx: PolicyContext, o: BudgetOptions) -> Knapsack:
+    return Knapsack(ctx.cost, resolve_budget(o.budget, ctx.cost.floor), amortize=o.budget_amortize)
 
 
 # -- the error map's policies ------------------------------------------------------------------
@@ -35,7 +35,7 @@ register_policy("scale", ScaleOptions,
 register_policy("clip", ClipOptions, lambda c, o: ScorePolicy(_quota(c, o.clip_top_p), ClipRule(
     o.clip_eps, o.clip_thresh_init, o.clip_thresh_final, o.clip_warmup_steps)),
     "seed 002: LR eta0 * clip(E / (thresh_t * max E), eps, 1)")
-register_policy("budget", BudgetOptions, lambda c, o: ScorePolicy(_knapsack(c, o.budget)),
+register_policy("budget", BudgetOptions, lambda c, o: ScorePolicy(_knapsack(c, o)),
                 "most error covered within a depth-priced step budget (knapsack)")
 # -- baselines ---------------------------------------------------------------------------------
 register_policy("full", NoOptions, lambda c, o: Full(), "every component, every step")
@@ -45,15 +45,15 @@ register_policy("static", StaticOptions,
                 lambda c, o: StaticSelection(_quota(c, o.top_p), o.static_warmup_steps),
                 "top-p chosen once after an all-components warm-up, then fixed")
 register_policy("head-only", NoOptions, lambda c, o: HeadOnly(c.table), "the task head only")
-register_policy("random-budget", BudgetOptions, lambda c, o: RandomSelection(_knapsack(c, o.budget), c.seed),
+register_policy("random-budget", BudgetOptions, lambda c, o: RandomSelection(_knapsack(c, o), c.seed),
                 "random order, each component kept while the step fits the budget")
 register_policy("static-budget", StaticBudgetOptions,
-                lambda c, o: StaticSelection(_knapsack(c, o.budget), o.static_warmup_steps),
+                lambda c, o: StaticSelection(_knapsack(c, o), o.static_warmup_steps),
                 "budget selection chosen once after a warm-up, then fixed")
 register_policy("top-blocks", BudgetOptions,
-                lambda c, o: ScorePolicy(_knapsack(c, o.budget), values=nearest_output_first(c.cost.depth)),
+                lambda c, o: ScorePolicy(_knapsack(c, o), values=nearest_output_first(c.cost.depth)),
                 "map-free: the components nearest the output that fit the budget")
-register_policy("elastic", ElasticOptions, lambda c, o: Elastic(_knapsack(c, o.budget), o.probe_every),
+register_policy("elastic", ElasticOptions, lambda c, o: Elastic(_knapsack(c, o), o.probe_every),
                 "ElasticTrainer-style: g*dw importance from periodic full probe steps, knapsack")
 
 __all__ = ["Policy", "PolicyContext", "PolicySpec", "Selection", "top_k_mask", "make_policy",

@@ -50,6 +50,9 @@ class BudgetOptions:
         0.5, "per-step cost budget as a fraction of a full step (budget policies); "
              "unset in `train`: the forward floor plus half the backward work",
         lambda v: v is None or 0.0 < v <= 1.0, "in (0, 1] of a full step")
+    budget_amortize: bool = option(
+        False, "budget policies: count forced refresh steps inside the budget (their overspending "
+               "is paid back by the following steps, so the budget holds on average)")
 
 
 @dataclass

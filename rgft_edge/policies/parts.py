@@ -69,8 +69,8 @@ class Knapsack:
 
     TIGHTEN_FACTOR = 0.85  # each tightening asks 15% less of a step, down to the cheapest single
 
-    def __init__(self, cost: CostModel, budget: float = 0.5, resolution: int = 256):
-        self.cost, self.budget, self.res = cost, budget, resolution
+    def __init__(self, cost: CostModel, budget: float = 0.5, resolution: int = 256, amortize: bool = False):
+        self.cost, self.budget, self.res, self.amortize = cost, budget, resolution, amortize
         self.debt = 0.0  # overspend of earlier steps (forced refreshes), paid back by later ones
         k = len(cost.depth)
         if not 0.0 < budget <= 1.0:
@@ -114,8 +114,10 @@ class Knapsack:
 
     def charge(self, mask: np.ndarray) -> None:
         """Book a step's selection: spending above the budget (a forced deep refresh) becomes debt
-        that the next steps pay back, so the budget holds on average, refreshes included."""
-        self.debt = max(0.0, self.debt + self.cost.fraction(mask) - self.budget)
+        that the next steps pay back, so the budget holds on average, refreshes included (only
+        with `amortize`; otherwise a forced refresh simply costs more than the budget)."""
+        if self.amortize:
+            self.debt = max(0.0, self.debt + self.cost.fraction(mask) - self.budget)
 
     def draw(self, rng: np.random.Generator, k: int) -> np.ndarray:
         # Components in a uniformly random order, each kept if the step still fits the budget.

@@ -153,7 +153,7 @@ def test_forced_refreshes_count_inside_the_budget():
     """A forced deep component overspends one step; the following steps pay it back, so the mean
     cost over the run holds the budget (the loop may ask twice within a step: booked once)."""
     cost = CostModel(chain_table(), batch_size=10 ** 9)
-    pol = ScorePolicy(Knapsack(cost, 0.65))
+    pol = ScorePolicy(Knapsack(cost, 0.65, amortize=True))
     costs = []
     for step in range(40):
         forced = np.zeros(6, bool)
