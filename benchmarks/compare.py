@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, run_child  # noqa: E402
-from compare_analysis import choose_lr, derive, html_plots, markdown, select_main  # noqa: E402
+from compare_analysis import choose_lr, derive, select_main  # noqa: E402
+from compare_report import html_plots, markdown  # noqa: E402
 from compare_setup import (EQUAL_TIME_EPOCHS, EVAL_POINTS, EXPORTED_TASKS, LR_FACTORS, METHODS, MODES,  # noqa: E402
                            RESULTS_DIR, TASKS, backend_of, is_reference, lr_grid, lr_source, reference_of,
                            run_one)

@@ -12,8 +12,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
 import compare  # noqa: E402
-from compare_analysis import (choose_lr, compare_pair, cost_check, derive, markdown, paired_rule,  # noqa: E402
+from compare_analysis import (choose_lr, compare_pair, cost_check, derive, paired_rule,  # noqa: E402
                               select_main, time_to_target)
+from compare_report import markdown  # noqa: E402
 from compare_setup import (METHODS, Task, config_for, eval_every_for, is_budget_matched, lr_grid,  # noqa: E402
                            run_one)
 
