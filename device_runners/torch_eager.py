@@ -7,6 +7,7 @@ GEMMs and stops below the lowest trainable parameter. Activation attribution rea
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, MutableMapping
@@ -70,6 +71,7 @@ class TorchEagerBackend:
         self._comp_params = [sorted({r.name for r in c.params}) for c in table]
         self._norms: dict[int, list[float]] = {}
         self._measuring = False
+        self._hook_s = 0.0
         self._handles = []
         self._install_hooks()
 
@@ -91,18 +93,22 @@ class TorchEagerBackend:
     def _observe(self, h: torch.Tensor | None, targets: list[tuple[int, int, int]]) -> None:
         if not self._measuring or h is None or not h.requires_grad:
             return
+        t0 = time.perf_counter()
         hd = h.detach()
         for i, a, b in targets:
             part = hd[..., a:b] if b > 0 else hd
             self._norms[i] = [float(torch.linalg.vector_norm(part)), 0.0]
 
         def grad_hook(g: torch.Tensor) -> None:
+            t1 = time.perf_counter()
             for i, a, b in targets:
                 part = g[..., a:b] if b > 0 else g
                 if i in self._norms:
                     self._norms[i][1] = float(torch.linalg.vector_norm(part))
+            self._hook_s += time.perf_counter() - t1
 
         h.register_hook(grad_hook)
+        self._hook_s += time.perf_counter() - t0
 
     # -- Backend interface --------------------------------------------------------------------
     def parameters(self) -> MutableMapping[str, torch.Tensor]:
@@ -121,7 +127,7 @@ class TorchEagerBackend:
     def train_step(self, batch: Batch, trainable: np.ndarray, measure_activations: bool) -> StepOutput:
         on = self.set_trainable(trainable)
         self.model.train()
-        self._norms, self._measuring = {}, measure_activations
+        self._norms, self._measuring, self._hook_s = {}, measure_activations, 0.0
         try:
             loss, _ = self.loss_fn(self.model, self.to_tensors(batch))
             if loss.requires_grad and torch.isfinite(loss):
@@ -130,7 +136,8 @@ class TorchEagerBackend:
             self._measuring = False
         grads = {n: self._params[n].grad for n in on if self._params[n].grad is not None}
         norms = {i: (g, h) for i, (h, g) in self._norms.items()} if measure_activations else None
-        return StepOutput(float(loss.detach()), grads, norms)
+        # the estimator's work inside forward/backward, counted as tracking by the loop
+        return StepOutput(float(loss.detach()), grads, norms, {"hook_time_s": self._hook_s})
 
     def commit(self, touched: list[str]) -> None:
         for p in self._params.values():  # free gradient memory between steps
