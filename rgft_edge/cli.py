@@ -183,22 +183,23 @@ def _run(args) -> int:
     """finetune / train, fresh or resumed; prints the summary, returns the run's exit status."""
     from .session import format_summary
 
-    if args.command == "finetune":
-        from .recipes.finetune import finetune as run
-    else:
-        from .recipes.train import train_artifact
-
-        def run(cfg, progress, resume=False):
-            artifact = (saved.get("artifact") if resume else None) or args.artifact
-            if not artifact:
-                raise UserError("train needs an ARTIFACT directory (or --resume RUN_DIR)")
-            return train_artifact(artifact, cfg, progress=progress, resume=resume)
     saved: dict = {}
     if args.resume:
         cfg, saved = resumed_config(args.resume)
-        summary = run(cfg, progress=not args.no_progress, resume=True)
     else:
-        summary = run(config_from_args(args).validate(), progress=not args.no_progress)
+        cfg = config_from_args(args).validate()
+    progress, resume = not args.no_progress, bool(args.resume)
+    if args.command == "finetune":
+        from .recipes.finetune import finetune
+
+        summary = finetune(cfg, progress=progress, resume=resume)
+    else:
+        from .recipes.train import train_artifact
+
+        artifact = saved.get("artifact") or args.artifact
+        if not artifact:
+            raise UserError("train needs an ARTIFACT directory (or --resume RUN_DIR)")
+        summary = train_artifact(artifact, cfg, progress=progress, resume=resume)
     print(format_summary(summary))
     return summary["exit_code"]
 

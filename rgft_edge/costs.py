@@ -71,8 +71,7 @@ def calibrate(cost: CostModel, step_seconds: Callable[[np.ndarray], float], forw
     depths = np.unique(cost.depth)
     if len(depths) > max_levels:
         depths = np.unique(depths[np.round(np.linspace(0, len(depths) - 1, max_levels)).astype(int)])
-    span = np.searchsorted(depths, cost.depth, side="right") - 1  # span index of each component
-    span = np.maximum(span, 0)
+    span = np.searchsorted(depths, cost.depth, side="right") - 1  # span of each component (bottom depth is measured)
     n_span = len(depths)
     params = np.zeros(len(cost.depth)) if params is None else np.asarray(params, dtype=np.float64)
     wgrad_only = cost.wgrad - cost.opt

@@ -14,6 +14,7 @@ from .backend import backend_names
 from .budgets.units import parse_bytes
 from .errors import UserError
 from .meters.power import sensor_names
+from .policies import check_option_values, option_fields, policy_names
 
 
 
@@ -85,6 +86,13 @@ def load_profile(name_or_path: str) -> Profile:
         raise ProfileError(f"{path}: field 'power_sensor.kind' must be one of {sensors}")
     if raw["preferred_backend"] not in backend_names():
         raise ProfileError(f"{path}: field 'preferred_backend' must be one of {backend_names()}")
+    defaults = raw["defaults"]
+    if "policy" in defaults and defaults["policy"] not in policy_names():
+        raise ProfileError(f"{path}: field 'defaults.policy' must be one of {policy_names()}")
+    try:
+        check_option_values({k: v for k, v in defaults.items() if k in option_fields()})
+    except ValueError as e:
+        raise ProfileError(f"{path}: field 'defaults': {e}") from e
     for key in ("memory_budget",):
         if key in raw["defaults"]:
             try:

@@ -192,7 +192,7 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
             "measured": np.flatnonzero(measured).tolist(),
             "scores": [float(s) for s in error_map.scores],
             "params_updated": result.params_updated[-1], "cost_fraction": frac,
-            "step_time_s": dt, "tracking_time_s": t_track, **out.info,
+            "step_time_s": dt, "train_clock_s": clock, "tracking_time_s": t_track, **out.info,
         }
         if on_step is not None:
             on_step(record)

@@ -253,7 +253,7 @@ class Session:
         if self.guard is not None and self.budgets.predicted_peaks:
             self.guard.model.calibrate(self.memory.peak_rss_bytes, self.budgets.predicted_peaks[-1])
         record["rss_bytes"] = self.memory.current_rss_bytes
-        self.clock_s += record["step_time_s"]
+        self.clock_s = record["train_clock_s"]  # the loop's training clock (carries over on resume)
         self.writer.log(record)
         self.bar.update(record)
         out = self.cfg.output

@@ -55,6 +55,8 @@ def test_unknown_arch_says_why(tmp_path):
     (lambda t: t.replace("kind: none", "kind: multimeter"), "'power_sensor.kind'"),
     (lambda t: t.replace("preferred_backend: executorch", "preferred_backend: tflite"), "'preferred_backend'"),
     (lambda t: t.replace("memory_budget: 2.5GB", "memory_budget: lots"), "'defaults.memory_budget'"),
+    (lambda t: t.replace("policy: budget", "policy: greedy"), "'defaults.policy'"),
+    (lambda t: t.replace("budget: 0.4", "budget: 4"), "--budget must be"),
     (lambda t: "\n".join(l for l in t.splitlines() if not l.startswith("ram_gb")), "missing field 'ram_gb'"),
     (lambda t: t + "\n  - [unclosed", "not valid YAML"),
 ])
