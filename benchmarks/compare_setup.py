@@ -71,6 +71,16 @@ TASKS = {
         sizes={"quick": dict(train=32, validation=16, held_out=50, epochs=2, points=4,
                              base=dict(batch_size=8, max_length=64)),
                "full": dict(train=480, validation=300, held_out=440, epochs=2)}),
+    # the drift task: phase 1 trains on business / politics / sports only, then (half-way through
+    # the training time) the stream switches to entertainment / tech; validation and test hold only
+    # those, so every evaluation measures the new distribution
+    "bbc-news-drift": Task(
+        "bbc-news-drift", "bbc-news", "accuracy",
+        dict(max_length=128, batch_size=16, drift_labels="entertainment,tech", drift_at=0.5),
+        lr=1e-4, lora_lr=1e-3,
+        sizes={"quick": dict(train=32, validation=16, held_out=50, epochs=2, points=4,
+                             base=dict(batch_size=8, max_length=64)),
+               "full": dict(train=480, validation=300, held_out=440, epochs=2)}),
     "bbc-news-lm": Task(
         "bbc-news-lm", "bbc-news", "perplexity",
         dict(model="smollm2-135m", task="causal-lm", max_length=64, batch_size=4), lr=3e-5, lora_lr=3e-4,
@@ -105,6 +115,10 @@ METHODS = {
     # forced refresh steps count inside the budget (paid back by the following steps): equal cost
     "rgft-budget": (dict(policy="budget", budget_amortize=True, **CAL),
                     f"RGFT budget {BUDGET}, grad-norm error map, refreshes inside the budget"),
+    "rgft-paced": (dict(policy="paced", **CAL),
+                   f"RGFT paced: budget {BUDGET} on average, value accrues while a block waits, savings buy deep steps"),
+    "rgft-paced-lr": (dict(policy="paced", pace_lr_age=0.5, **CAL),
+                      f"RGFT paced, LR x sqrt(steps waited) (cap 8) for blocks trained after waiting"),
     "rgft-budget-act": (dict(policy="budget", estimator="activation", budget_amortize=True, **CAL),
                         f"RGFT budget {BUDGET}, activation-attribution error map, refreshes inside the budget"),
     # The same comparison through an exported backend: `rgft-edge compile --backend onnxruntime

@@ -52,6 +52,11 @@ class DataConfig:
                                        "evaluations during training (0: those use the held-out set)",
                                        check=_at_least(0), must=">= 0")
     batch_size: int = setting(16, "examples per step", check=_at_least(1), must=">= 1")
+    drift_labels: str | None = setting(None, "the drift task: labels (names or indices, comma-separated) "
+                                       "seen only after the drift; validation and test keep only them")
+    drift_at: float = setting(0.5, "drift task: share of the run (of --max-train-seconds when set, else of "
+                              "the steps) before the stream switches to the drift labels",
+                              check=lambda v: v is not None and 0.0 <= v < 1.0, must="in [0, 1)")
 
 
 @dataclass(slots=True)

@@ -21,9 +21,11 @@ import numpy as np
 
 from .backend import Backend
 from .budgets import EXIT_CODES, BudgetController, MemoryGuard, MemoryModel
+from .budgets.allocator import trim_heap
 from .config import FinetuneConfig
 from .costs import CostModel, calibrate
 from .data import TextDataset, load_dataset, split
+from .drift import PhasedStream, drift_label_ids, keep_labels
 from .error_map import ErrorMap
 from .errors import UserError
 from .loop import LoopResult, LoopSettings, train
@@ -56,12 +58,11 @@ def load_splits(cfg: FinetuneConfig, labels: list[str] | None = None) -> Splits:
     if labels is not None and data.label_names != labels:
         raise UserError(f"{d.source}: labels {data.label_names} do not match the model's {labels}")
     eval_n = min(d.eval_examples, max(1, len(data) // 5))
-    if d.validation_examples:
-        train_ds, test_ds, val_ds = split(data, eval_n, cfg.training.seed, d.max_train_examples,
-                                          validation=d.validation_examples)
-        return Splits(data, train_ds, test_ds, val_ds)
-    train_ds, test_ds = split(data, eval_n, cfg.training.seed, d.max_train_examples)
-    return Splits(data, train_ds, test_ds)
+    parts = split(data, eval_n, cfg.training.seed, d.max_train_examples, validation=d.validation_examples)
+    if d.drift_labels:  # evaluations measure the new distribution only
+        ids = drift_label_ids(d.drift_labels, data.label_names)
+        parts = (parts[0],) + tuple(keep_labels(p, ids) for p in parts[1:])
+    return Splits(data, *parts)
 
 
 def _power_profile(cfg: FinetuneConfig):
@@ -90,13 +91,15 @@ class Session:
         self.clock_s = 0.0  # training time of the whole run (evaluations excluded), across resumes
         self.calibration: dict | None = None
         self.guard: MemoryGuard | None = None
+        self.stream: PhasedStream | None = None  # the drift task's training stream
+        self.drift_step: int | None = None  # its switch step, from a checkpoint
         self._last_checkpoint = time.perf_counter()
 
     # -- setup ------------------------------------------------------------------------------------
     def setup(self, resume: bool = False) -> None:
         cfg, table = self.cfg, self.backend.table
         _, self.energy_budget, self.time_budget = cfg.budgets()
-        self.memory = MemoryMeter().start()
+        self.memory = MemoryMeter(whole_process=cfg.limits.memory_budget is not None).start()
         self.profile = _power_profile(cfg)
         self.cost = CostModel(table, cfg.data.batch_size)
         sample = next(batches(self.encoder, self.splits.train.texts[: cfg.data.batch_size],
@@ -154,14 +157,17 @@ class Session:
             return None
         table = self.backend.table
         # Profile on two rows and scale: a full-batch profiling step with everything trainable would
-        # itself be the largest step of the run, before the guard could say anything.
-        rows = len(next(iter(sample.values())))
+        # itself be the largest step of the run, before the guard could say anything. Scale to the
+        # longest batch too: the sample may be shorter than the sequences to come.
+        rows, width = np.shape(next(iter(sample.values())))[:2]
         acts = self.backend.activation_bytes({k: v[:2] for k, v in sample.items()})
-        acts = np.zeros(len(table)) if acts is None else acts * (rows / min(2, rows))
+        scale = rows / min(2, rows) * max(1.0, self.cfg.data.max_length / max(1, width))
+        acts = np.zeros(len(table)) if acts is None else acts * scale
+        trim_heap()  # what loading left free goes back before the base is measured
         base = float(self.memory.current_rss_bytes)
         model = MemoryModel.for_table(table, base, acts)
-        model.margin_bytes = 0.10 * base  # allocator slack and first-step growth, before calibration
-        return MemoryGuard(model, budget)
+        model.margin_bytes = 0.05 * base  # allocator slack before the first measured step
+        return MemoryGuard(model, budget, load_peak_bytes=self.memory.window_peak())
 
     def _calibrate(self, sample) -> dict:
         """Price selections in measured seconds: a short profiling pass per cut depth (weights are
@@ -209,7 +215,9 @@ class Session:
 
     # -- checkpoints ------------------------------------------------------------------------------
     def save_checkpoint(self, step_done: int, reason: str | None = None) -> str:
+        drift_step = self.stream.drift_step if self.stream is not None else self.drift_step
         extra = {"seed": self.cfg.training.seed, "policy": self.policy.state_dict(), "train_clock_s": self.clock_s,
+                 "drift_step": drift_step,
                  "energy_j": self.prior["energy_j"] + self.energy.snapshot().energy_j,
                  "train_time_s": self.prior["train_time_s"] + time.perf_counter() - self.t_start}
         rng = self.backend.rng_state()
@@ -233,6 +241,7 @@ class Session:
             self.start_step, self.resumed = step, True
             self.prior = {k: ck["state"].get(k, 0.0) for k in self.prior}
             self.clock_s = float(ck["state"].get("train_clock_s", 0.0))
+            self.drift_step = ck["state"].get("drift_step")
 
     # -- training ---------------------------------------------------------------------------------
     def evaluate(self, step: int, clock_s: float | None = None, final: bool = False) -> dict:
@@ -250,9 +259,13 @@ class Session:
         return m
 
     def on_step(self, record: dict) -> None:
-        if self.guard is not None and self.budgets.predicted_peaks:
-            self.guard.model.calibrate(self.memory.peak_rss_bytes, self.budgets.predicted_peaks[-1])
         record["rss_bytes"] = self.memory.current_rss_bytes
+        if self.guard is not None and self.budgets.predicted_peaks:
+            peak = self.memory.window_peak()  # this step's peak (and any evaluation since the last)
+            record["peak_rss_bytes"] = peak
+            self.guard.model.calibrate(peak, self.budgets.predicted_peaks[-1])
+            self.budgets.memory_stop = self.guard.check(
+                record["rss_bytes"], trim_heap, lambda: self.memory.current_rss_bytes)
         self.clock_s = record["train_clock_s"]  # the loop's training clock (carries over on resume)
         self.writer.log(record)
         self.bar.update(record)
@@ -281,9 +294,7 @@ class Session:
                                 max_steps=self.total_steps, start_step=self.start_step,
                                 max_train_seconds=tr.max_train_seconds, eval_every_seconds=tr.eval_every_seconds,
                                 clock_offset_s=self.clock_s)
-        train_batches = batches(self.encoder, self.splits.train.texts, self.splits.train.labels,
-                                cfg.data.batch_size, cfg.training.seed, cfg.training.epochs,
-                                drop_last=self.drop_last)
+        train_batches = self._train_stream()
         with StepProgress(self.total_steps - self.start_step, len(self.backend.table),
                           enabled=self.progress) as self.bar:
             return train(self.backend, self.policy, self.error_map, self.optimizer, train_batches, settings,
@@ -291,6 +302,22 @@ class Session:
                          should_stop=self.budgets.should_stop,
                          constrain=self.budgets.constrain if self.guard is not None else None,
                          on_fault=self.on_fault)
+
+    def _train_stream(self):
+        cfg, train = self.cfg, self.splits.train
+        if not cfg.data.drift_labels:
+            return batches(self.encoder, train.texts, train.labels, cfg.data.batch_size, cfg.training.seed,
+                           cfg.training.epochs, drop_last=self.drop_last)
+        ids = drift_label_ids(cfg.data.drift_labels, train.label_names)
+        limit_s, at = cfg.training.max_train_seconds, cfg.data.drift_at
+        if limit_s:  # on the training clock, so every method drifts at the same share of its time
+            switched = lambda step: self.clock_s >= at * limit_s  # noqa: E731
+        else:
+            switched = lambda step: step >= at * self.total_steps  # noqa: E731
+        self.stream = PhasedStream(self.encoder, keep_labels(train, ids, keep=False), keep_labels(train, ids),
+                                   cfg.data.batch_size, cfg.training.seed, switched, self.drop_last,
+                                   drift_step=self.drift_step)
+        return self.stream
 
     # -- the end ----------------------------------------------------------------------------------
     def cleanup(self, result: LoopResult) -> dict:
@@ -341,6 +368,7 @@ class Session:
             "power_profile": self.profile.name, "duration_s": energy.duration_s,
             "memory_budget_bytes": guard.budget if guard else None,
             "memory_guard_shrunk_steps": guard.shrunk_steps if guard else 0,
+            "memory_heap_trims": guard.trims if guard else 0,
             "energy_budget_j": self.energy_budget, "time_budget_s": self.time_budget,
             "budget_adjustments": self.budgets.adjustments, "checkpoint": ck_path,
             "energy_j_including_earlier_sessions": self.prior["energy_j"] + energy.energy_j,

@@ -17,7 +17,7 @@ from .errors import ModelError
 class TextEncoder:
     def __init__(self, tokenizer_dir: str | Path, max_length: int = 64,
                  input_names: Sequence[str] = ("input_ids", "attention_mask", "token_type_ids"),
-                 pad_to_max: bool = False):
+                 pad_to_max: bool = False, pad_multiple: int = 1):
         from tokenizers import Tokenizer
 
         path = Path(tokenizer_dir) / "tokenizer.json"
@@ -27,6 +27,9 @@ class TextEncoder:
         self.max_length = max_length
         self.input_names = tuple(input_names)
         self.pad_to_max = pad_to_max  # exported programs have a fixed sequence length
+        # widths rounded up to a multiple: few distinct batch shapes, so the heap reuses its blocks
+        # (under a memory budget; padding is masked out, so results do not change)
+        self.pad_multiple = max(1, int(pad_multiple))
         cfg_path = Path(tokenizer_dir) / "tokenizer_config.json"
         cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
         pad = cfg.get("pad_token")
@@ -40,6 +43,7 @@ class TextEncoder:
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         encs = self.tok.encode_batch(list(texts))
         width = self.max_length if self.pad_to_max else max(1, max(len(e.ids) for e in encs))
+        width = min(self.max_length, -(-width // self.pad_multiple) * self.pad_multiple)
         ids = np.full((len(encs), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(encs), width), dtype=np.int64)
         types = np.zeros((len(encs), width), dtype=np.int64)

@@ -20,7 +20,7 @@ from ..policies import Policy, Selection
 from .memory_guard import MemoryGuard
 
 EXIT_CODES = {"completed": 0, "training time reached": 0, "energy budget spent": 3,
-              "time budget spent": 4, "non-finite loss": 5}
+              "time budget spent": 4, "non-finite loss": 5, "memory budget reached": 6}
 
 
 @dataclass
@@ -36,6 +36,7 @@ class BudgetController:
     started: float = field(default_factory=time.perf_counter)
     adjustments: list = field(default_factory=list)
     predicted_peaks: list = field(default_factory=list)
+    memory_stop: str | None = None  # set between steps when the memory guard says stop
 
     def energy_used(self) -> float:
         return self.energy_meter.snapshot().energy_j if self.energy_meter is not None else 0.0
@@ -49,6 +50,8 @@ class BudgetController:
         return sel
 
     def should_stop(self, step: int) -> str | None:
+        if self.memory_stop is not None:
+            return self.memory_stop
         if self.time_budget_s is not None and time.perf_counter() - self.started >= self.time_budget_s:
             return "time budget spent"
         if self.energy_budget_j is not None and self.energy_meter is not None:

@@ -21,11 +21,15 @@ class MemoryMeter(Sampler):
     """
 
     def __init__(self, interval_s: float = 0.05, proc_dir: str | os.PathLike = "/proc/self",
-                 max_samples: int = 10_000) -> None:
+                 max_samples: int = 10_000, whole_process: bool = False) -> None:
         super().__init__(interval_s)
         self._dir, self._cap, self._proc = Path(proc_dir), max_samples, psutil.Process()
         self._samples: list[tuple[float, int]] = []
         self._max, self._hwm_final, self.peak_was_reset = 0, None, False
+        # whole_process: the peak is the process's since it started (model load included), as a
+        # memory budget promises; otherwise the run's, from start()
+        self.whole_process = whole_process
+        self._earlier_windows = 0  # highest VmHWM of windows closed by window_peak()
 
     def _vmhwm(self) -> int | None:
         try:
@@ -51,9 +55,20 @@ class MemoryMeter(Sampler):
         self._max = max(self._max, rss)
         _append_capped(self._samples, (t, rss), self._cap)
 
+    def window_peak(self) -> int:
+        """Peak RSS since the previous call (or start), then a new window begins: the kernel's
+        VmHWM catches what sampling misses, and resetting it makes the peak per step. The peak of
+        the whole run keeps every window's. Where VmHWM cannot be reset, the lifetime peak."""
+        self._sample()
+        hwm = self._vmhwm() or 0
+        peak = max(hwm, self._samples[-1][1] if self._samples else 0)
+        self._earlier_windows = max(self._earlier_windows, peak)
+        self.reset_peak()
+        return peak
+
     def start(self) -> "MemoryMeter":
         if self._thread is None:
-            self.peak_was_reset = self.reset_peak()
+            self.peak_was_reset = False if self.whole_process else self.reset_peak()
             self._samples, self._max, self._hwm_final = [], 0, None
         return super().start()
 
@@ -66,7 +81,7 @@ class MemoryMeter(Sampler):
     @property
     def peak_rss_bytes(self) -> int:
         hwm = self._vmhwm() if self._thread is not None else self._hwm_final
-        return max(self._max, hwm or 0)
+        return max(self._max, hwm or 0, self._earlier_windows)
 
     @property
     def current_rss_bytes(self) -> int:

@@ -8,8 +8,9 @@ from __future__ import annotations
 from .base import Policy, PolicyContext, Selection, top_k_mask
 from .baselines import Full, HeadOnly, RandomSelection, StaticSelection, nearest_output_first
 from .elastic import Elastic
-from .options import (BudgetOptions, ClipOptions, ElasticOptions, NoOptions, RankOptions, ScaleOptions,
+from .options import (BudgetOptions, ClipOptions, ElasticOptions, NoOptions, PacedOptions, RankOptions, ScaleOptions,
                       StaticBudgetOptions, StaticOptions, TopPOptions, option, resolve_budget)
+from .paced import Paced
 from .parts import FrozenAfterWarmup, Knapsack, Quota
 from .registry import (PolicySpec, check_option_values, get_policy, make_policy, option_fields,
                        policy_names, policy_specs, register_policy, unregister_policy)
@@ -37,6 +38,9 @@ register_policy("clip", ClipOptions, lambda c, o: ScorePolicy(_quota(c, o.clip_t
     "seed 002: LR eta0 * clip(E / (thresh_t * max E), eps, 1)")
 register_policy("budget", BudgetOptions, lambda c, o: ScorePolicy(_knapsack(c, o)),
                 "most error covered within a depth-priced step budget (knapsack)")
+register_policy("paced", PacedOptions,
+                lambda c, o: Paced(_knapsack(c, o), o.pace_bank, o.pace_lr_age, o.pace_lr_cap),
+                "budget on average: value accrues while a block waits, savings buy deep steps")
 # -- baselines ---------------------------------------------------------------------------------
 register_policy("full", NoOptions, lambda c, o: Full(), "every component, every step")
 register_policy("random", TopPOptions, lambda c, o: RandomSelection(_quota(c, o.top_p), c.seed),
@@ -60,4 +64,4 @@ __all__ = ["Policy", "PolicyContext", "PolicySpec", "Selection", "top_k_mask", "
            "register_policy", "unregister_policy", "get_policy", "policy_names", "policy_specs",
            "option_fields", "check_option_values", "option", "Quota", "Knapsack", "FrozenAfterWarmup",
            "ScorePolicy", "ClipRule", "rank_rule", "scale_rule", "Full", "HeadOnly",
-           "RandomSelection", "StaticSelection", "nearest_output_first", "Elastic", "resolve_budget"]
+           "RandomSelection", "StaticSelection", "nearest_output_first", "Elastic", "Paced", "resolve_budget"]

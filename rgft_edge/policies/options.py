@@ -106,3 +106,14 @@ class StaticBudgetOptions(BudgetOptions, WarmupOptions):
 class ElasticOptions(BudgetOptions):
     probe_every: int = option(50, "elastic: steps between importance probes (full steps)",
                               at_least_one, ">= 1")
+
+
+@dataclass
+class PacedOptions(BudgetOptions):
+    pace_bank: float = option(1.0, "paced: most unspent budget saved toward a deep step (fraction of "
+                                   "a full step)", lambda v: v is not None and v >= 0, ">= 0")
+    pace_lr_age: float = option(0.0, "paced: LR multiplier min(steps waited, --pace-lr-cap)^gamma for "
+                                     "a component trained after waiting (0: off)",
+                                lambda v: v is not None and v >= 0, ">= 0")
+    pace_lr_cap: float = option(8.0, "paced: cap on the waited steps in the LR multiplier",
+                                at_least_one, ">= 1")

@@ -85,11 +85,22 @@ class Knapsack:
 
     def best(self, values: np.ndarray, forced: np.ndarray) -> np.ndarray:
         """The selection of highest total value (forced ones included) that fits the budget."""
+        values = np.maximum(np.asarray(values, dtype=np.float64), 0.0)
+        best, best_val = None, -1.0
+        for mask in self.candidates(values, forced, self.available()):
+            val = values[mask].sum() + 1e-12 * mask.sum()  # prefer more coverage on ties
+            if val > best_val:
+                best, best_val = mask, val
+        return best if best is not None else self.fallback(forced)
+
+    def candidates(self, values: np.ndarray, forced: np.ndarray, capacity: float) -> list[np.ndarray]:
+        """For each backprop cut depth that fits `capacity` (a fraction of a full step): the
+        highest-value selection whose lowest component sits at or above that cut."""
         c = self.cost
         forced = np.asarray(forced, bool)
         values = np.maximum(np.asarray(values, dtype=np.float64), 0.0)
-        limit = self.available() * c.full
-        best, best_val = None, -1.0
+        limit = capacity * c.full
+        out = []
         min_forced = c.depth[forced].min() if forced.any() else None
         for d in np.unique(c.depth):
             if min_forced is not None and d > min_forced:
@@ -98,14 +109,16 @@ class Knapsack:
             spare = limit - c.forward_total - c.igrad[c.depth > d].sum() - c.wgrad[forced].sum()
             if spare < 0:
                 continue
-            chosen = self._knapsack(values, c.wgrad, allowed, spare)
-            mask = chosen | forced
-            val = values[mask].sum() + 1e-12 * mask.sum()  # prefer more coverage on ties
-            if mask.any() and val > best_val:
-                best, best_val = mask, val
-        if best is None:  # only the forced set is left; it may exceed the budget (logged as cost)
-            best = forced if forced.any() else self._cheapest_mask.copy()
-        return best
+            mask = self._knapsack(values, c.wgrad, allowed, spare) | forced
+            if mask.any():
+                out.append(mask)
+        return out
+
+    def fallback(self, forced: np.ndarray) -> np.ndarray:
+        """When nothing fits: the forced set (it may exceed the budget; logged as cost), else the
+        cheapest single component."""
+        forced = np.asarray(forced, bool)
+        return forced.copy() if forced.any() else self._cheapest_mask.copy()
 
     def available(self) -> float:
         """This step's budget: the budget less what earlier overspending still owes (never below

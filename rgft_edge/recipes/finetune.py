@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from ..budgets.allocator import settle_heap
 from ..config import FinetuneConfig
 from ..models import resolve_model
 from ..session import Session, load_splits
@@ -58,6 +59,9 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, resume: bool = False) -
     from ..partition import build_component_table
 
     cfg = cfg.resolved()
+    budgeted = cfg.limits.memory_budget is not None
+    if budgeted:
+        settle_heap()  # before anything is loaded: the heap stays bounded from the start
     set_threads(cfg.training.threads)
     torch.manual_seed(cfg.training.seed)
     t0 = time.perf_counter()
@@ -69,7 +73,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, resume: bool = False) -
     model = add_adapter(load_hf(model_dir, cfg.model.task, splits.full.label_names, attn_implementation=None), cfg)
     types = getattr(model.config, "type_vocab_size", 0) > 0 and not lm
     encoder = TextEncoder(model_dir, cfg.data.max_length, ("input_ids", "attention_mask")
-                          + (("token_type_ids",) if types else ()))
+                          + (("token_type_ids",) if types else ()), pad_multiple=16 if budgeted else 1)
     example = {k: torch.as_tensor(v) for k, v in encoder.encode(splits.train.texts[:4]).items()}
     table = build_component_table(model, cfg.model.granularity, example)
     backend = TorchEagerBackend(model, table, causal_lm_loss if lm else classification_loss)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..artifact import load_artifact
 from ..backend import open_backend
+from ..budgets.allocator import settle_heap
 from ..config import FinetuneConfig
 from ..session import Session, load_splits
 from ..text import TextEncoder
@@ -19,6 +20,8 @@ from ..text import TextEncoder
 
 def train_artifact(artifact_dir: str, cfg: FinetuneConfig, progress: bool = True, resume: bool = False) -> dict:
     cfg = cfg.resolved()
+    if cfg.limits.memory_budget is not None:
+        settle_heap()  # before the runtime loads: the heap stays bounded from the start
     t0 = time.perf_counter()
     artifact = load_artifact(artifact_dir)
     spec = artifact.manifest["input_spec"]

@@ -342,3 +342,21 @@ def test_codecarbon_offline_writes_no_files(tmp_path):
     leftovers = [p for p in tmp_path.rglob("*")
                  if p not in (cwd, tmp_path / "tmp", tmp_path / "home") and "__pycache__" not in p.parts]
     assert leftovers == [], leftovers
+
+
+def test_window_peak_is_per_window_and_the_run_peak_keeps_them_all(tmp_path):
+    import numpy as np
+
+    from rgft_edge.meters import MemoryMeter
+
+    m = MemoryMeter(interval_s=10.0, whole_process=True).start()  # no sampling thread in the way
+    first = m.window_peak()  # lifetime high-water mark (whole process)
+    block = np.ones(60_000_000 // 8)  # 60 MB touched
+    peak_with = m.window_peak()
+    del block
+    m.window_peak()  # the window in which the block was freed: the new one starts without it
+    after = m.window_peak()
+    m.stop()
+    assert m.peak_rss_bytes >= max(first, peak_with, after)
+    if m.peak_was_reset is False and m.reset_peak():  # VmHWM can be reset here: windows are per window
+        assert peak_with - after > 40e6

@@ -1,0 +1,60 @@
+"""The memory guard's model, its refusal with a breakdown, and what it does between steps."""
+
+import numpy as np
+import pytest
+
+from rgft_edge.budgets import MemoryGuard, MemoryModel
+from rgft_edge.budgets.allocator import settle_heap, trim_heap
+from rgft_edge.errors import UserError
+from rgft_edge.policies import Selection
+
+MB = 1e6
+
+
+def model(base=300 * MB):
+    # three components, bottom to top; activations saved from the cut up
+    return MemoryModel(base, np.array([40, 30, 5]) * MB, np.array([2e6, 2e6, 1e5]), np.array([0, 1, 2]))
+
+
+def test_refusal_names_the_minimum_and_its_parts():
+    m = model()
+    with pytest.raises(UserError, match=r"at least 0\.31 GB \(process after load .* 300 MB.*saved activations 5 MB"):
+        MemoryGuard(m, 100 * MB)
+
+
+def test_a_load_peak_above_the_budget_is_refused_as_such():
+    with pytest.raises(UserError, match="peak before training"):
+        MemoryGuard(model(), 400 * MB, load_peak_bytes=450 * MB)
+
+
+def test_fit_drops_lowest_components_until_the_prediction_fits():
+    g = MemoryGuard(model(), 340 * MB)
+    sel, predicted = g.fit(Selection.of(np.ones(3, bool)), np.zeros(3, bool))
+    assert predicted <= 340 * MB and sel.mask[2] and not sel.mask[0]
+    assert g.shrunk_steps == 1
+
+
+def test_check_trims_near_the_budget_and_stops_when_it_cannot_get_under():
+    g = MemoryGuard(model(), 400 * MB)
+    trims = []
+    assert g.check(300 * MB, lambda: trims.append(1) or True, lambda: 300 * MB) is None and not trims
+    # near the budget: trimmed, and it came back down
+    assert g.check(380 * MB, lambda: trims.append(1) or True, lambda: 340 * MB) is None and g.trims == 1
+    # still within 3% after trimming: stop before the kernel does
+    assert g.check(395 * MB, lambda: True, lambda: 392 * MB) == "memory budget reached"
+
+
+def test_check_stops_once_measured_peaks_leave_no_room_for_the_cheapest_step():
+    g = MemoryGuard(model(), 320 * MB)
+    g.model.calibrate(measured_peak=360 * MB, predicted=310 * MB)  # the heap grew 50 MB beyond the model
+    assert g.model.minimum() > 320 * MB
+    assert g.check(300 * MB, lambda: False, lambda: 300 * MB) == "memory budget reached"
+
+
+def test_allocator_settings_apply_on_glibc():
+    import platform
+
+    ok = settle_heap()
+    assert trim_heap() == ok
+    if platform.libc_ver()[0] == "glibc":
+        assert ok
