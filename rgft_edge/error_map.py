@@ -22,6 +22,8 @@ class ErrorMap:
         self.scores = np.zeros(num_components, dtype=np.float64)
         self.measured_once = np.zeros(num_components, dtype=bool)
         self.last_measured = np.full(num_components, -1, dtype=np.int64)
+        # components the staleness rule leaves alone: training them cannot fit a memory budget now
+        self.exempt = np.zeros(num_components, dtype=bool)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -39,7 +41,7 @@ class ErrorMap:
         component per step would make most steps deep.
         """
         ages = self.ages(step)
-        open_ = ~np.asarray(already, dtype=bool)
+        open_ = ~np.asarray(already, dtype=bool) & ~self.exempt
         due = open_ & (ages >= self.max_staleness)
         if not due.any():
             return due

@@ -194,6 +194,7 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
             "params_updated": result.params_updated[-1], "cost_fraction": frac,
             "step_time_s": dt, "train_clock_s": clock, "tracking_time_s": t_track, **out.info,
         }
+        out = None  # this step's gradients go now, not when the next step's arrive (peak memory)
         if on_step is not None:
             on_step(record)
         if faults >= settings.max_faults:

@@ -21,6 +21,7 @@ import numpy as np
 
 from .backend import Backend
 from .budgets import EXIT_CODES, BudgetController, MemoryGuard, MemoryModel
+from .budgets.memory_guard import profile_cut_peaks
 from .budgets.allocator import trim_heap
 from .config import FinetuneConfig
 from .costs import CostModel, calibrate
@@ -123,10 +124,13 @@ class Session:
             self.writer.add_rows(rec)
         self._write_config()
         self.total_steps = self._total_steps()
-        self.guard = self._memory_guard(sample)
         self.energy = EnergyMeter(idle_w=self.profile.idle_power_w, max_w=self.profile.max_power_w,
                                   country_iso_code=cfg.limits.country)
         self.energy.start()
+        # last: the memory base must include everything set up before training (meters included)
+        self.guard = self._memory_guard(sample)
+        if self.guard is not None:
+            self.error_map.exempt = self.guard.unaffordable(self._state_mask())
         self.budgets = BudgetController(self.policy, self.total_steps, self.energy_budget, self.time_budget,
                                         self.guard, self.energy, state_mask=self._state_mask)
 
@@ -155,19 +159,29 @@ class Session:
         budget = self.cfg.budgets()[0]
         if budget is None:
             return None
-        table = self.backend.table
-        # Profile on two rows and scale: a full-batch profiling step with everything trainable would
-        # itself be the largest step of the run, before the guard could say anything. Scale to the
-        # longest batch too: the sample may be shorter than the sequences to come.
-        rows, width = np.shape(next(iter(sample.values())))[:2]
-        acts = self.backend.activation_bytes({k: v[:2] for k, v in sample.items()})
-        scale = rows / min(2, rows) * max(1.0, self.cfg.data.max_length / max(1, width))
-        acts = np.zeros(len(table)) if acts is None else acts * scale
+        table, backend = self.backend.table, self.backend
+        sample = self.encoder.widen(sample)  # the longest batch the run can see: the worst case
+        # Saved-tensor profile on two rows, scaled: a first guess, before any step is measured.
+        rows = len(next(iter(sample.values())))
+        acts = backend.activation_bytes({k: v[:2] for k, v in sample.items()})
+        acts = np.zeros(len(table)) if acts is None else acts * (rows / min(2, rows))
+        load_peak = self.memory.window_peak()  # model load, data (and cost calibration) so far
         trim_heap()  # what loading left free goes back before the base is measured
-        base = float(self.memory.current_rss_bytes)
-        model = MemoryModel.for_table(table, base, acts)
-        model.margin_bytes = 0.05 * base  # allocator slack before the first measured step
-        return MemoryGuard(model, budget, load_peak_bytes=self.memory.window_peak())
+        model = MemoryModel.for_table(table, self.memory.current_rss_bytes, acts)
+        model.margin_bytes = 0.03 * model.base_bytes  # allocator slack the profile cannot see
+
+        def one_step(mask):  # gradients dropped, weights untouched
+            backend.train_step(sample, mask, False)
+            backend.commit([])
+
+        if not profile_cut_peaks(model, one_step, self.memory.window_peak, budget):
+            # not even the cheapest step fits: measure it anyway (nothing trains; the run is refused)
+            # so the minimum in the refusal is measured, not guessed
+            profile_cut_peaks(model, one_step, self.memory.window_peak, float("inf"), levels=1)
+        trim_heap()
+        # the first steps leave runtime caches behind (~100 MB on MiniLM): the base is measured after
+        model.base_bytes = model.resident_bytes = max(model.base_bytes, self.memory.current_rss_bytes)
+        return MemoryGuard(model, budget, load_peak_bytes=load_peak)
 
     def _calibrate(self, sample) -> dict:
         """Price selections in measured seconds: a short profiling pass per cut depth (weights are
@@ -263,9 +277,12 @@ class Session:
         if self.guard is not None and self.budgets.predicted_peaks:
             peak = self.memory.window_peak()  # this step's peak (and any evaluation since the last)
             record["peak_rss_bytes"] = peak
+            record["predicted_peak_bytes"] = self.budgets.predicted_peaks[-1]
             self.guard.model.calibrate(peak, self.budgets.predicted_peaks[-1])
             self.budgets.memory_stop = self.guard.check(
                 record["rss_bytes"], trim_heap, lambda: self.memory.current_rss_bytes)
+            # the staleness rule must not keep forcing what the budget cannot train
+            self.error_map.exempt = self.guard.unaffordable(self._state_mask())
         self.clock_s = record["train_clock_s"]  # the loop's training clock (carries over on resume)
         self.writer.log(record)
         self.bar.update(record)
@@ -369,6 +386,9 @@ class Session:
             "memory_budget_bytes": guard.budget if guard else None,
             "memory_guard_shrunk_steps": guard.shrunk_steps if guard else 0,
             "memory_heap_trims": guard.trims if guard else 0,
+            # what the cheapest step needs now (resident memory grows with optimizer state, caches)
+            "memory_needed_now_bytes": guard.model.predict(guard.model.cheapest_mask(), self._state_mask())
+            if guard else None,
             "energy_budget_j": self.energy_budget, "time_budget_s": self.time_budget,
             "budget_adjustments": self.budgets.adjustments, "checkpoint": ck_path,
             "energy_j_including_earlier_sessions": self.prior["energy_j"] + energy.energy_j,

@@ -54,6 +54,17 @@ class TextEncoder:
         return {k: v for k, v in out.items() if k in self.input_names}
 
 
+    def widen(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The batch padded to `max_length` (the widest any batch gets), labels untouched."""
+        out = {}
+        for k, v in batch.items():
+            if k in self.input_names and v.ndim == 2 and v.shape[1] < self.max_length:
+                fill = self.pad_id if k == "input_ids" else 0
+                v = np.pad(v, ((0, 0), (0, self.max_length - v.shape[1])), constant_values=fill)
+            out[k] = v
+        return out
+
+
 def batches(encoder: TextEncoder, texts: Sequence[str], labels: Sequence[int] | None,
             batch_size: int, seed: int | None = None, epochs: int = 1,
             drop_last: bool = False) -> Iterator[dict]:

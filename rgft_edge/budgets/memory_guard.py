@@ -1,12 +1,15 @@
 """Per-component memory model and the memory guard that keeps selections inside a budget.
 
 Peak memory of a step = resident base (process after load: weights, runtime, data)
+                      + what a step whose backprop cut is at depth d needs beyond its gradients
+                        (saved activations, backward temporaries): *measured* per cut depth by
+                        `profile_cut_peaks` (one step each, top down, stopping before a step that
+                        could cross the budget; deeper cuts extrapolated), else estimated from the
+                        saved-tensor profile
                       + gradients of the trained components (4 B per parameter)
                       + AdamW state held (8 B per parameter of every component with m/v)
-                      + activations saved for backward from the cut depth up (measured per
-                        component on one profiled step, scaled by batch).
-The base is measured, not modelled; `calibrate()` folds the gap between measured peak RSS and the
-prediction into a safety margin, so the model errs on the safe side after each step.
+                      + a margin that `calibrate()` raises whenever a measured step peak exceeds
+                        its prediction, so the model errs on the safe side after each step.
 """
 
 from __future__ import annotations
@@ -29,18 +32,31 @@ class MemoryModel:
     depth: np.ndarray
     margin_bytes: float = 0.0  # learned from measured peaks (never negative)
     history: list = field(default_factory=list)
+    cut_bytes: dict = field(default_factory=dict)  # depth -> measured step need beyond gradients
+    resident_bytes: float = 0.0  # RSS measured between steps (what the process holds now)
 
     @classmethod
     def for_table(cls, table: ComponentTable, base_bytes: float, activation_bytes) -> "MemoryModel":
         return cls(float(base_bytes), np.asarray(activation_bytes, dtype=np.float64),
                    np.array([c.num_params for c in table], dtype=np.float64), np.array(table.depths))
 
+    def step_need(self, cut: int) -> float:
+        """What a step with its backprop cut at depth `cut` needs beyond gradients and state."""
+        return self.cut_bytes[cut] if cut in self.cut_bytes else self.saved_bytes(cut)
+
+    def saved_bytes(self, cut: int) -> float:
+        """The saved-tensor estimate: activations kept for backward from the cut up."""
+        return float(self.activation_bytes[self.depth >= cut].sum())
+
     def predict(self, mask: np.ndarray, state_mask: np.ndarray) -> float:
-        mask = np.asarray(mask, bool)
+        """The step's peak: what is resident (modelled from the base, or measured between steps
+        with only the new optimizer state added, whichever is larger) plus the step's need."""
+        mask, held = np.asarray(mask, bool), np.asarray(state_mask, bool)
         grads = 4.0 * self.param_counts[mask].sum()
-        state = 8.0 * self.param_counts[np.asarray(state_mask, bool) | mask].sum()
-        acts = self.activation_bytes[self.depth >= self.depth[mask].min()].sum() if mask.any() else 0.0
-        return self.base_bytes + grads + state + acts + self.margin_bytes
+        modelled = self.base_bytes + 8.0 * self.param_counts[held | mask].sum()
+        measured = self.resident_bytes + 8.0 * self.param_counts[mask & ~held].sum()
+        acts = self.step_need(int(self.depth[mask].min())) if mask.any() else 0.0
+        return max(modelled, measured) + grads + acts + self.margin_bytes
 
     def minimum(self) -> float:
         """Smallest budget that can train anything: base plus the cheapest single component."""
@@ -58,13 +74,45 @@ class MemoryModel:
         return {"process after load (weights, runtime, data)": self.base_bytes,
                 "gradients": 4.0 * self.param_counts[mask].sum(),
                 "AdamW state": 8.0 * self.param_counts[mask].sum(),
-                "saved activations": float(self.activation_bytes[self.depth >= self.depth[mask].min()].sum()),
+                "activations and backward temporaries": self.step_need(int(self.depth[mask].min())),
                 "allocator margin": self.margin_bytes}
 
     def calibrate(self, measured_peak: float, predicted: float) -> None:
         self.history.append((predicted, measured_peak))
         if measured_peak > predicted:
             self.margin_bytes += measured_peak - predicted
+
+
+def profile_cut_peaks(model: MemoryModel, run_step: Callable[[np.ndarray], None],
+                      window_peak: Callable[[], float], budget: float, safety: float = 2.0,
+                      levels: int | None = None) -> list[int]:
+    """Measure, top down, one step per backprop cut depth (training only the component at the
+    cut), recording into `model.cut_bytes` what it needed beyond its gradients. Before each step the
+    next one is predicted (the last need plus `safety` times the largest growth seen so far, or the
+    saved-tensor estimate); profiling stops before a step predicted to cross the budget, and the
+    deeper cuts are extrapolated the same way, so profiling itself never crosses it. Returns the
+    measured depths."""
+    depths = sorted({int(d) for d in model.depth}, reverse=True)
+    done: list[int] = []
+    last, growth = None, 0.0
+    for d in depths[:levels]:
+        comp = model.depth == d
+        grads = 4.0 * model.param_counts[comp].sum()
+        est = model.saved_bytes(d)
+        guess = safety * est if last is None else last + safety * max(growth, est - model.saved_bytes(done[-1]))
+        if model.base_bytes + guess + grads + model.margin_bytes > budget:
+            break
+        window_peak()  # a fresh window for this step alone
+        run_step(comp)
+        need = max(0.0, window_peak() - model.base_bytes - grads)
+        if last is not None:
+            growth = max(growth, need - last)
+        model.cut_bytes[d] = last = need if last is None else max(need, last)
+        done.append(d)
+    step = safety * max(growth, 1.0)
+    for i, d in enumerate([d for d in depths if d not in done]):
+        model.cut_bytes[d] = (last if last is not None else safety * model.saved_bytes(d)) + (i + 1) * step
+    return done
 
 
 class MemoryGuard:
@@ -94,16 +142,28 @@ class MemoryGuard:
         if rss_bytes >= self.TRIM_AT * self.budget and trim():
             self.trims += 1
             rss_bytes = rss_now()
-        if self.model.minimum() > self.budget or rss_bytes >= self.STOP_AT * self.budget:
+        self.model.resident_bytes = rss_bytes
+        cheapest = self.model.predict(self.model.cheapest_mask(), np.zeros(len(self.model.depth), bool))
+        if cheapest > self.budget or rss_bytes >= self.STOP_AT * self.budget:
             return "memory budget reached"
         return None
+
+    def unaffordable(self, state_mask: np.ndarray) -> np.ndarray:
+        """Components that cannot train within the budget even alone (their backprop is too deep)."""
+        k = len(self.model.depth)
+        return np.array([self.model.predict(np.eye(k, dtype=bool)[i], state_mask) > self.budget
+                         for i in range(k)])
 
     def fit(self, sel: Selection, state_mask: np.ndarray) -> tuple[Selection, float]:
         mask = sel.mask.copy()
         shrunk = False
-        while mask.sum() > 1 and self.model.predict(mask, state_mask) > self.budget:
+        while self.model.predict(mask, state_mask) > self.budget:
+            shrunk = True
+            if mask.sum() <= 1:  # one component too deep to fit (a forced refresh): the cheapest instead
+                mask = self.model.cheapest_mask()
+                break
             idx = np.flatnonzero(mask)
             mask[idx[np.argmin(self.model.depth[idx])]] = False
-            shrunk = True
         self.shrunk_steps += int(shrunk)
-        return Selection.of(mask, sel.lr_mult), self.model.predict(mask, state_mask)
+        mult = np.where(mask & (sel.lr_mult == 0), 1.0, sel.lr_mult)  # a stand-in trains at the base LR
+        return Selection.of(mask, mult), self.model.predict(mask, state_mask)

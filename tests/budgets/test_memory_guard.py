@@ -18,7 +18,7 @@ def model(base=300 * MB):
 
 def test_refusal_names_the_minimum_and_its_parts():
     m = model()
-    with pytest.raises(UserError, match=r"at least 0\.31 GB \(process after load .* 300 MB.*saved activations 5 MB"):
+    with pytest.raises(UserError, match=r"at least 0\.31 GB \(process after load .* 300 MB.*activations and backward temporaries 5 MB"):
         MemoryGuard(m, 100 * MB)
 
 
@@ -58,3 +58,41 @@ def test_allocator_settings_apply_on_glibc():
     assert trim_heap() == ok
     if platform.libc_ver()[0] == "glibc":
         assert ok
+
+
+def test_profiling_measures_top_down_and_stops_before_crossing_the_budget():
+    """A fake process whose step peak grows 20 MB per level of backprop depth: profiling measures
+    the shallow cuts, stops before one that could cross the budget, and extrapolates the rest
+    above what they really need."""
+    k = 6
+    m = MemoryModel(300 * MB, np.full(k, 5 * MB), np.full(k, 1e5), np.arange(k))
+    true_need = {d: (k - d) * 20 * MB for d in range(k)}
+    peaks = []
+    state = {"peak": 300 * MB}
+
+    def run_step(mask):
+        d = int(np.flatnonzero(mask)[0])
+        state["peak"] = 300 * MB + true_need[d] + 4 * 1e5
+
+    def window_peak():
+        p, state["peak"] = state["peak"], 300 * MB
+        peaks.append(p)
+        return p
+
+    from rgft_edge.budgets.memory_guard import profile_cut_peaks
+
+    done = profile_cut_peaks(m, run_step, window_peak, budget=400 * MB)
+    assert done == [5, 4, 3]  # 20, 40, 60 MB measured; the next guess (60 + 2 x 20) would cross 400
+    assert max(peaks) <= 400 * MB  # profiling never crossed the budget
+    for d in range(k):
+        assert m.cut_bytes[d] >= true_need[d] - 1
+    g = MemoryGuard(m, 400 * MB)
+    sel, predicted = g.fit(Selection.of(np.ones(k, bool)), np.zeros(k, bool))
+    assert predicted <= 400 * MB and not sel.mask[:3].any()
+
+
+def test_a_single_component_too_deep_to_fit_gives_way_to_the_cheapest():
+    g = MemoryGuard(model(), 340 * MB)
+    forced_deep = Selection.of(np.array([True, False, False]))
+    sel, predicted = g.fit(forced_deep, np.zeros(3, bool))
+    assert sel.mask.tolist() == [False, False, True] and sel.lr_mult[2] == 1.0 and predicted <= 340 * MB
