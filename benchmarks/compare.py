@@ -248,7 +248,7 @@ def write(out: Path, args, seeds: list[int], records: list[dict], wall_s: float,
         errors=[{k: r.get(k) for k in ("task", "method", "seed", "lr", "error")} for r in records if "error" in r],
         tasks={t: {"data": TASKS[t].data, "metric": TASKS[t].metric, **TASKS[t].base,
                    **TASKS[t].sizes[args.mode], "default_lr": TASKS[t].lr, "default_lora_lr": TASKS[t].lora_lr,
-                   "skipped": TASKS[t].skip} for t in tasks if t in TASKS})
+                   "skipped": TASKS[t].skip, "budget": TASKS[t].budget} for t in tasks if t in TASKS})
     derived = derive(main_records, higher)
     (out / "compare.json").write_text(json.dumps(
         {"meta": meta, "derived": _jsonable(derived), "lr_grid": grid, "runs": records}, indent=1))

@@ -150,7 +150,9 @@ def markdown(meta: dict, records: list[dict], derived: dict, higher: dict[str, b
         et = "; ".join(f"{ref}: " + ", ".join(f"s{s} {t:.1f} s" for s, t in by.items())
                        for ref, by in d["equal_time"].items())
         out += [f"### {task} — test {metric} at equal time (mean ± std over seeds)", "",
-                f"Equal training time T per seed: {et}.", "",
+                f"Equal training time T per seed: {et}."
+                + (f" Budget of the budget-matched methods: {meta['tasks'][task]['budget']} of a full step's "
+                   "measured time." if meta.get("tasks", {}).get(task, {}).get("budget") else ""), "",
                 f"| method | LR | test {metric} (at T, once) | final validation | train time (s) | steps | "
                 f"energy (J) | × full energy | time to target (s) [seeds] | × full's time to it | "
                 f"× full's energy to it | measured step time × full | est. step cost [unit] | "

@@ -31,6 +31,10 @@ from rgft_edge.config import FinetuneConfig
 from rgft_edge.costs import CostModel
 
 BUDGET = 0.5  # per-step cost budget (fraction of a full step's *measured* time) for every budget-matched method
+# At 128 tokens MiniLM's forward pass (plus a step's fixed work) is ~0.50 of a full step's measured
+# time, so a budget of 0.5 fits no component at all on BBC News (measured: "forward alone costs
+# 0.503"); 0.65 leaves the same kind of room above the head-only step as 0.5 does at 64 tokens.
+BBC_BUDGET = 0.65
 TOP_P = 0.3
 EVAL_POINTS = 10  # validation evaluations per run, evenly spaced (steps for the reference, training time for the rest)
 EQUAL_TIME_EPOCHS = 50  # passes allowed to a time-limited method: it stops on the training clock long before
@@ -70,7 +74,8 @@ TASKS = {
         # the library holds out at most a fifth of the data: 2,225 articles -> at most 445 test
         sizes={"quick": dict(train=32, validation=16, held_out=50, epochs=2, points=4,
                              base=dict(batch_size=8, max_length=64)),
-               "full": dict(train=480, validation=300, held_out=440, epochs=2)}),
+               "full": dict(train=480, validation=300, held_out=440, epochs=2)},
+        budget=BBC_BUDGET),
     # the drift task: phase 1 trains on business / politics / sports only, then (half-way through
     # the training time) the stream switches to entertainment / tech; validation and test hold only
     # those, so every evaluation measures the new distribution
@@ -80,7 +85,8 @@ TASKS = {
         lr=1e-4, lora_lr=1e-3,
         sizes={"quick": dict(train=32, validation=16, held_out=50, epochs=2, points=4,
                              base=dict(batch_size=8, max_length=64)),
-               "full": dict(train=480, validation=300, held_out=440, epochs=2)}),
+               "full": dict(train=480, validation=300, held_out=440, epochs=2)},
+        budget=BBC_BUDGET),
     "bbc-news-lm": Task(
         "bbc-news-lm", "bbc-news", "perplexity",
         dict(model="smollm2-135m", task="causal-lm", max_length=64, batch_size=4), lr=3e-5, lora_lr=3e-4,
@@ -105,29 +111,29 @@ METHODS = {
                      f"top {TOP_P:.0%} by error after an all-components warm-up (10% of T), then fixed"),
     "rgft-top-p": (dict(policy="top-p", top_p=TOP_P), f"RGFT top {TOP_P:.0%} by the grad-norm error map"),
     "rgft-clip": (dict(policy="clip", clip_top_p=TOP_P), f"RGFT clip (eps 0.1 LR floor) over the top {TOP_P:.0%}"),
-    "random-budget": (dict(policy="random-budget", **CAL), f"random order, kept while the step fits budget {BUDGET}"),
+    "random-budget": (dict(policy="random-budget", **CAL), "random order, kept while the step fits the budget"),
     "static-budget": (dict(policy="static-budget", static_warmup_steps="warmup", **CAL),
-                      f"budget-{BUDGET} selection after an all-components warm-up (10% of T), then fixed"),
+                      "budget selection after an all-components warm-up (10% of T), then fixed"),
     "top-blocks": (dict(policy="top-blocks", **CAL),
-                   f"map-free: the components nearest the output that fit budget {BUDGET}"),
+                   "map-free: the components nearest the output that fit the budget"),
     "elastic": (dict(policy="elastic", probe_every="probe", **CAL),
-                f"ElasticTrainer-style: g*dw importance probed ~4x per run, DP at budget {BUDGET}"),
+                "ElasticTrainer-style: g*dw importance probed ~4x per run, DP at the budget"),
     # forced refresh steps count inside the budget (paid back by the following steps): equal cost
     "rgft-budget": (dict(policy="budget", budget_amortize=True, **CAL),
-                    f"RGFT budget {BUDGET}, grad-norm error map, refreshes inside the budget"),
+                    "RGFT budget policy, grad-norm error map, refreshes inside the budget"),
     "rgft-paced": (dict(policy="paced", **CAL),
-                   f"RGFT paced: budget {BUDGET} on average, value accrues while a block waits, savings buy deep steps"),
+                   "RGFT paced: the budget on average, value accrues while a block waits, savings buy deep steps"),
     "rgft-paced-lr": (dict(policy="paced", pace_lr_age=0.5, **CAL),
                       f"RGFT paced, LR x sqrt(steps waited) (cap 8) for blocks trained after waiting"),
     "rgft-budget-act": (dict(policy="budget", estimator="activation", budget_amortize=True, **CAL),
-                        f"RGFT budget {BUDGET}, activation-attribution error map, refreshes inside the budget"),
+                        "RGFT budget policy, activation-attribution error map, refreshes inside the budget"),
     # The same comparison through an exported backend: `rgft-edge compile --backend onnxruntime
     # --adapter full --quantize none` once, then `rgft-edge train` (fixed batch and sequence length).
     # These take the LR chosen for the same method in eager torch (no grid of their own).
     "full@onnxruntime": (dict(policy="full", backend="onnxruntime"),
                          "full fine-tuning through the ONNX Runtime training artifact (T for the row below)"),
     "rgft-budget@onnxruntime": (dict(policy="budget", backend="onnxruntime", **CAL),
-                                f"RGFT budget {BUDGET} through the ONNX Runtime training artifact"),
+                                "RGFT budget policy through the ONNX Runtime training artifact"),
 }
 EXPORTED_TASKS = ("rotten-tomatoes",)  # exported-backend runs: the default task only (time on 2 cores)
 MODES = {"quick": dict(seeds=[0]), "full": dict(seeds=[0, 1, 2])}

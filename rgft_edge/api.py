@@ -1,0 +1,169 @@
+"""RGFT in your own PyTorch loop: `RGFT(model)`, `rgft.optimizer()`, `with rgft.step(): ...`.
+
+The same parts as `rgft-edge finetune` (component table, error map, any registered policy, the
+per-component AdamW, checkpoints in safetensors + JSON), without its data pipeline, so any
+`nn.Module` and any loss and loader work:
+
+    rgft = RGFT(model, example_inputs=x0, policy="paced", budget=0.5)
+    optimizer = rgft.optimizer(lr=3e-5)
+    for x, y in loader:
+        with rgft.step():                  # selects, freezes the rest; scores on exit
+            loss_fn(model(x), y).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+`step()` picks this step's components from the live error map and sets `requires_grad` so that
+autograd computes weight gradients only for them (and stops below the lowest); on exit it scores
+the selected components from their gradients and updates the map. `optimizer.step()` applies AdamW
+to the selected components with the policy's LR multipliers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from .components import ComponentTable
+from .costs import CostModel
+from .error_map import ErrorMap
+from .estimators import grad_norm_scores
+from .loop import choose
+from .optim import ComponentAdamW
+from .partition import build_component_table
+from .policies import Policy, Selection, make_policy
+from .runs import checkpoint
+
+__all__ = ["RGFT", "RGFTOptimizer"]
+
+
+class RGFT:
+    """Residual-guided selection for a model you train yourself.
+
+    Args:
+        model: any `nn.Module`; its parameters with `requires_grad` become the trainable set
+            (freeze embeddings or a backbone before, as usual).
+        policy: a registered policy name (`rgft_edge.policies.policy_names()`), e.g. "paced",
+            "budget", "top-p", "full"; its options as keyword arguments (`budget=0.5`, `top_p=0.3`).
+        example_inputs: one batch (a tensor, a tuple, or a dict of keyword tensors) used once to
+            order the components by depth and estimate their cost; without it, registration order
+            and unit costs.
+        granularity: "layer", "block" (attention vs FFN), "head", or "lora" for transformers;
+            other models are split into their top-level units (a CNN's stages and head).
+        table: a ready `ComponentTable` instead of the automatic partition (your own groups).
+        batch_size: examples per step (prices the optimizer's work against the backward pass).
+        beta, max_staleness: error map EMA factor and the steps after which an unmeasured
+            component is forced into a step.
+        seed: for random policies.
+    """
+
+    def __init__(self, model: nn.Module, policy: str = "paced", *, example_inputs: Any = None,
+                 granularity: str = "block", table: ComponentTable | None = None, batch_size: int = 16,
+                 beta: float = 0.9, max_staleness: int = 20, seed: int = 0, **policy_options: Any):
+        self.model = model
+        self.table = table if table is not None else build_component_table(model, granularity, example_inputs)
+        self.cost = CostModel(self.table, batch_size)
+        self.policy: Policy = make_policy(policy, self.table, seed=seed, cost=self.cost, **policy_options)
+        self.error_map = ErrorMap(len(self.table), beta, max_staleness)
+        named = dict(model.named_parameters())
+        missing = sorted(set(self.table.param_names()) - set(named))
+        if missing:
+            raise ValueError(f"the component table names parameters the model lacks: {missing[:3]}")
+        self._params = {n: named[n] for n in sorted(self.table.param_names())}
+        self._comp_params = [sorted({r.name for r in c.params}) for c in self.table]
+        self._depth = np.array(self.table.depths)
+        self.step_count = 0
+        self.selection: Selection | None = None  # the current (or last) step's selection
+        self._optimizer: RGFTOptimizer | None = None
+
+    # -- the loop ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def step(self) -> Iterator[Selection]:
+        """Select this step's components, make only them trainable; score them on exit."""
+        probe = self.step_count == 0 and self.policy.uses_scores  # measure everything once
+        sel, _ = choose(self.policy, self.error_map, self.step_count, "grad-norm", self._depth, probe)
+        on = {n for i in np.flatnonzero(sel.mask) for n in self._comp_params[i]}
+        for n, p in self._params.items():
+            p.requires_grad_(n in on)
+            p.grad = None
+        self.selection = sel
+        yield sel
+        grads = {n: p.grad for n, p in self._params.items() if p.grad is not None}
+        if grads and all(bool(torch.isfinite(g).all()) for g in grads.values()):
+            scores, measured = grad_norm_scores(self.table, grads)
+            self.error_map.update(self.step_count, measured, scores)
+
+    def optimizer(self, lr: float = 3e-5, weight_decay: float = 0.01, evict_after: int = 200) -> "RGFTOptimizer":
+        """The per-component AdamW over the selected components (one per RGFT object)."""
+        self._optimizer = RGFTOptimizer(self, ComponentAdamW(self.table, lr, weight_decay=weight_decay,
+                                                             evict_after=evict_after))
+        return self._optimizer
+
+    @property
+    def scores(self) -> np.ndarray:
+        """The live error map: one score per component (model order)."""
+        return self.error_map.scores.copy()
+
+    @property
+    def component_names(self) -> list[str]:
+        return [c.name for c in self.table]
+
+    # -- checkpoints (safetensors + JSON, never pickle) -------------------------------------------
+    def save_checkpoint(self, directory: str | Path) -> Path:
+        """Trainable weights, optimizer state, error map, policy state and step, written atomically."""
+        if self._optimizer is None:
+            raise RuntimeError("create the optimizer (rgft.optimizer()) before checkpointing")
+        return checkpoint.save_checkpoint(Path(directory), self.step_count, self._tensors(),
+                                          self._optimizer.adamw, self.error_map,
+                                          {"policy": self.policy.state_dict(), "api": True})
+
+    def load_checkpoint(self, directory: str | Path) -> int:
+        """Continue from `save_checkpoint`'s directory; returns the step to continue from."""
+        if self._optimizer is None:
+            raise RuntimeError("create the optimizer (rgft.optimizer()) before loading a checkpoint")
+        ck = checkpoint.load_checkpoint(directory)
+        self.step_count = checkpoint.restore(ck, self._tensors(), self._optimizer.adamw, self.error_map,
+                                             self.policy)
+        return self.step_count
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {n: p.data for n, p in self._params.items()}
+
+
+class RGFTOptimizer:
+    """AdamW per component on the selection of the RGFT step in progress (or just finished)."""
+
+    def __init__(self, rgft: RGFT, adamw: ComponentAdamW):
+        self.rgft, self.adamw = rgft, adamw
+
+    @property
+    def lr(self) -> float:
+        return self.adamw.lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.adamw.lr = value
+
+    @torch.no_grad()
+    def step(self) -> None:
+        r = self.rgft
+        if r.selection is None:
+            raise RuntimeError("optimizer.step() outside an RGFT step: wrap forward and backward in "
+                               "`with rgft.step():` first")
+        grads = {n: p.grad for n, p in r._params.items() if p.grad is not None}
+        ok = bool(grads) and all(bool(torch.isfinite(g).all()) for g in grads.values())
+        if ok:  # a step with a non-finite gradient is skipped, as in the CLI's loop
+            track = r.policy.wants_gain(r.step_count)
+            self.adamw.step(r._tensors(), grads, r.selection.lr_mult, r.step_count, track)
+            if track:
+                r.policy.observe_gain(r.step_count, self.adamw.last_gain)
+        r.step_count += 1
+        r.selection = None
+
+    def zero_grad(self) -> None:
+        for p in self.rgft._params.values():
+            p.grad = None
