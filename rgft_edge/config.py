@@ -48,6 +48,8 @@ class DataConfig:
     max_length: int = setting(64, "tokens per example", check=_at_least(2), must=">= 2")
     max_train_examples: int | None = setting(4000, "cap on training examples (0: all)")
     eval_examples: int = setting(2000, "held-out (test) examples, evaluated at the end", check=_at_least(1), must=">= 1")
+    eval_data: str | None = setting(None, "a separate test set (a .csv/.tsv/.jsonl file with the same columns "
+                                    "and labels, or a shipped dataset): all of --data then trains")
     validation_examples: int = setting(0, "validation examples, carved from the training data, for the "
                                        "evaluations during training (0: those use the held-out set)",
                                        check=_at_least(0), must=">= 0")

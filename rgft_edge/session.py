@@ -14,7 +14,6 @@ import math
 import os
 import platform
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,6 @@ from .budgets.memory_guard import profile_cut_peaks
 from .budgets.allocator import trim_heap
 from .config import FinetuneConfig
 from .costs import CostModel, calibrate
-from .data import TextDataset, load_dataset, split
 from .drift import PhasedStream, drift_label_ids, keep_labels
 from .error_map import ErrorMap
 from .errors import UserError
@@ -36,34 +34,10 @@ from .policies import make_policy
 from .progress import StepProgress
 from .runs import checkpoint
 from .runs.writer import RunWriter
+from .splits import Splits
 from .text import TextEncoder, batches
 
 MAX_FAULT_RECOVERIES = 3  # restores of the last checkpoint (LR halved each time) before giving up
-
-
-@dataclass
-class Splits:
-    full: TextDataset
-    train: TextDataset
-    held_out: TextDataset  # the test set: evaluated at the end (and during training without validation)
-    validation: TextDataset | None = None  # evaluations during training, when asked for
-
-
-def load_splits(cfg: FinetuneConfig, labels: list[str] | None = None) -> Splits:
-    """The dataset and its train / held-out split as the config asks."""
-    d = cfg.data
-    builtin = d.source in ("rotten-tomatoes", "bbc-news")
-    kwargs = {} if builtin else dict(text_column=d.text_column, label_column=d.label_column,
-                                     on_bad_row=d.on_bad_row, labels=labels)
-    data = load_dataset(d.source, **kwargs)
-    if labels is not None and data.label_names != labels:
-        raise UserError(f"{d.source}: labels {data.label_names} do not match the model's {labels}")
-    eval_n = min(d.eval_examples, max(1, len(data) // 5))
-    parts = split(data, eval_n, cfg.training.seed, d.max_train_examples, validation=d.validation_examples)
-    if d.drift_labels:  # evaluations measure the new distribution only
-        ids = drift_label_ids(d.drift_labels, data.label_names)
-        parts = (parts[0],) + tuple(keep_labels(p, ids) for p in parts[1:])
-    return Splits(data, *parts)
 
 
 def _power_profile(cfg: FinetuneConfig):

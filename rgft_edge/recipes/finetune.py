@@ -12,7 +12,8 @@ import time
 from ..budgets.allocator import settle_heap
 from ..config import FinetuneConfig
 from ..models import resolve_model
-from ..session import Session, load_splits
+from ..session import Session
+from ..splits import load_splits
 from ..text import TextEncoder
 
 

@@ -14,7 +14,8 @@ from ..artifact import load_artifact
 from ..backend import open_backend
 from ..budgets.allocator import settle_heap
 from ..config import FinetuneConfig
-from ..session import Session, load_splits
+from ..session import Session
+from ..splits import load_splits
 from ..text import TextEncoder
 
 

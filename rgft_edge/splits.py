@@ -1,0 +1,70 @@
+"""The data a run uses, as the config asks: training, held-out test, and validation splits.
+
+The held-out set comes out of `--data` (a seeded split; the same set with or without a validation
+split), or from a separate file (`--eval-data`, the user's own test set, labels matched by name).
+The drift task (`--drift-labels`) keeps only the drift labels in validation and test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import FinetuneConfig
+from .data import BUILTIN, TextDataset, load_dataset, split
+from .drift import drift_label_ids, keep_labels
+from .errors import DataError, UserError
+
+
+@dataclass
+class Splits:
+    full: TextDataset
+    train: TextDataset
+    held_out: TextDataset  # the test set: evaluated at the end (and during training without validation)
+    validation: TextDataset | None = None  # evaluations during training, when asked for
+
+
+def _load(cfg: FinetuneConfig, source: str, labels: list[str] | None) -> TextDataset:
+    d = cfg.data
+    kwargs = {} if source in BUILTIN else dict(text_column=d.text_column, label_column=d.label_column,
+                                               on_bad_row=d.on_bad_row, labels=labels)
+    return load_dataset(source, **kwargs)
+
+
+def load_splits(cfg: FinetuneConfig, labels: list[str] | None = None) -> Splits:
+    """The dataset and its train / held-out (/ validation) splits as the config asks."""
+    d = cfg.data
+    data = _load(cfg, d.source, labels)
+    if labels is not None and data.label_names != labels:
+        raise UserError(f"{d.source}: labels {data.label_names} do not match the model's {labels}")
+    if d.eval_data:
+        parts = _with_eval_file(cfg, data)
+    else:
+        eval_n = min(d.eval_examples, max(1, len(data) // 5))
+        parts = split(data, eval_n, cfg.training.seed, d.max_train_examples, validation=d.validation_examples)
+    if d.drift_labels:  # evaluations measure the new distribution only
+        ids = drift_label_ids(d.drift_labels, data.label_names)
+        parts = (parts[0],) + tuple(keep_labels(p, ids) for p in parts[1:])
+    return Splits(data, *parts)
+
+
+def _with_eval_file(cfg: FinetuneConfig, data: TextDataset) -> tuple:
+    """(train, test[, validation]) with the test set read from `--eval-data`: every row of `--data`
+    trains (less a validation split), and the eval file's labels must be the training labels."""
+    d = cfg.data
+    test = _load(cfg, d.eval_data, data.label_names)
+    if test.label_names != data.label_names:
+        raise UserError(f"{d.eval_data}: labels {test.label_names} do not match the training data's "
+                        f"{data.label_names}")
+    rng = np.random.default_rng(cfg.training.seed)
+    test = test.subset(rng.permutation(len(test))[: d.eval_examples].tolist())
+    order = rng.permutation(len(data))
+    val, train = order[: d.validation_examples], order[d.validation_examples:]
+    if len(train) == 0:
+        raise DataError(f"{len(data)} examples leave nothing to train on after {d.validation_examples} "
+                        "for validation")
+    if d.max_train_examples:
+        train = train[: d.max_train_examples]
+    parts = (data.subset(train.tolist()), test)
+    return parts + ((data.subset(val.tolist()),) if d.validation_examples else ())
