@@ -78,12 +78,18 @@ class RGFT:
         self._depth = np.array(self.table.depths)
         self.step_count = 0
         self.selection: Selection | None = None  # the current (or last) step's selection
-        self._optimizer: RGFTOptimizer | None = None
+        self._optimizer: RGFTOptimizer | None = None  # its AdamW is what checkpoints save
 
     # -- the loop ---------------------------------------------------------------------------------
     @contextlib.contextmanager
     def step(self) -> Iterator[Selection]:
         """Select this step's components, make only them trainable; score them on exit."""
+        yield self.begin_step()
+        self.end_step()
+
+    def begin_step(self) -> Selection:
+        """Select this step's components and make only them trainable (the context manager's
+        entry; call it yourself when forward/backward are out of your hands, e.g. a Trainer)."""
         probe = self.step_count == 0 and self.policy.uses_scores  # measure everything once
         sel, _ = choose(self.policy, self.error_map, self.step_count, "grad-norm", self._depth, probe)
         on = {n for i in np.flatnonzero(sel.mask) for n in self._comp_params[i]}
@@ -91,11 +97,33 @@ class RGFT:
             p.requires_grad_(n in on)
             p.grad = None
         self.selection = sel
-        yield sel
-        grads = {n: p.grad for n, p in self._params.items() if p.grad is not None}
+        return sel
+
+    def end_step(self) -> None:
+        """Score the selected components from their gradients (after backward, before the update)."""
+        grads = self._grads()
         if grads and all(bool(torch.isfinite(g).all()) for g in grads.values()):
             scores, measured = grad_norm_scores(self.table, grads)
             self.error_map.update(self.step_count, measured, scores)
+
+    def apply_update(self, adamw: ComponentAdamW) -> None:
+        """AdamW on this step's selection with the policy's LR multipliers; ends the step."""
+        if self.selection is None:
+            raise RuntimeError("optimizer.step() outside an RGFT step: wrap forward and backward in "
+                               "`with rgft.step():` first")
+        grads = self._grads()
+        if grads and all(bool(torch.isfinite(g).all()) for g in grads.values()):
+            # a step with a non-finite gradient is skipped, as in the CLI's loop
+            track = self.policy.wants_gain(self.step_count)
+            with torch.no_grad():
+                adamw.step(self._tensors(), grads, self.selection.lr_mult, self.step_count, track)
+            if track:
+                self.policy.observe_gain(self.step_count, adamw.last_gain)
+        self.step_count += 1
+        self.selection = None
+
+    def _grads(self) -> dict[str, torch.Tensor]:
+        return {n: p.grad for n, p in self._params.items() if p.grad is not None}
 
     def optimizer(self, lr: float = 3e-5, weight_decay: float = 0.01, evict_after: int = 200) -> "RGFTOptimizer":
         """The per-component AdamW over the selected components (one per RGFT object)."""
@@ -148,21 +176,8 @@ class RGFTOptimizer:
     def lr(self, value: float) -> None:
         self.adamw.lr = value
 
-    @torch.no_grad()
     def step(self) -> None:
-        r = self.rgft
-        if r.selection is None:
-            raise RuntimeError("optimizer.step() outside an RGFT step: wrap forward and backward in "
-                               "`with rgft.step():` first")
-        grads = {n: p.grad for n, p in r._params.items() if p.grad is not None}
-        ok = bool(grads) and all(bool(torch.isfinite(g).all()) for g in grads.values())
-        if ok:  # a step with a non-finite gradient is skipped, as in the CLI's loop
-            track = r.policy.wants_gain(r.step_count)
-            self.adamw.step(r._tensors(), grads, r.selection.lr_mult, r.step_count, track)
-            if track:
-                r.policy.observe_gain(r.step_count, self.adamw.last_gain)
-        r.step_count += 1
-        r.selection = None
+        self.rgft.apply_update(self.adamw)
 
     def zero_grad(self) -> None:
         for p in self.rgft._params.values():
