@@ -28,7 +28,8 @@ from common import environment, write_results  # noqa: E402
 
 SEED = 0
 COMMON = ["--max-train-examples", "1280", "--eval-examples", "500", "--validation-examples", "200",
-          "--batch-size", "16", "--max-length", "64", "--seed", str(SEED), "--checkpoint-every", "0"]
+          "--batch-size", "16", "--max-length", "64", "--seed", str(SEED), "--checkpoint-every", "0",
+          "--epochs", "3"]  # 80 batches per epoch: --max-steps, not the data, ends each run
 
 
 def command(backend: str, artifact: Path | None, out: Path, steps: int, threads: int,
