@@ -142,7 +142,7 @@ class Session:
         load_peak = self.memory.window_peak()  # model load, data (and cost calibration) so far
         trim_heap()  # what loading left free goes back before the base is measured
         model = MemoryModel.for_table(table, self.memory.current_rss_bytes, acts)
-        model.margin_bytes = 0.03 * model.base_bytes  # allocator slack the profile cannot see
+        model.margin_bytes = 0.05 * model.base_bytes  # allocator slack the profile cannot see
 
         def one_step(mask):  # gradients dropped, weights untouched
             backend.train_step(sample, mask, False)
