@@ -253,6 +253,7 @@ class Session:
             record["peak_rss_bytes"] = peak
             record["predicted_peak_bytes"] = self.budgets.predicted_peaks[-1]
             self.guard.model.calibrate(peak, self.budgets.predicted_peaks[-1])
+            self.guard.model.observe_step(np.isin(np.arange(len(self.backend.table)), record["selected"]))
             self.budgets.memory_stop = self.guard.check(
                 record["rss_bytes"], trim_heap, lambda: self.memory.current_rss_bytes)
             # the staleness rule must not keep forcing what the budget cannot train
