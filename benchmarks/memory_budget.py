@@ -104,7 +104,10 @@ def markdown(meta: dict, rows: list[dict]) -> str:
               "heap trims | components/step | held-out accuracy |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['backend']} | {r['budget_mb'] or 'none'} | error: {r['error'][-120:]!r} |||||||")
+            m = re.search(r"at least ([0-9.]+) GB", r["error"])
+            what = (f"refused: needs at least {float(m.group(1)) * 1000:.0f} MB on this run" if m
+                    else f"error: {r['error'][-120:]!r}")
+            lines.append(f"| {r['backend']} | {r['budget_mb'] or 'none'} | {what} | — | — | — | — | — | — | — |")
             continue
         ok = "—" if r["within_budget"] is None else ("yes" if r["within_budget"] else "**NO**")
         acc = "—" if r["held_out_accuracy"] is None else f"{r['held_out_accuracy']:.3f}"
@@ -122,7 +125,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="/tmp/rgft-memory-budget")
     ap.add_argument("--out", default="benchmarks/results/memory-budget")
+    ap.add_argument("--report-only", action="store_true", help="re-render the markdown from the JSON")
     args = ap.parse_args()
+    if args.report_only:
+        saved = json.loads((Path(args.out) / "memory_budget.json").read_text())
+        write_results(args.out, "memory_budget", saved["meta"], saved["results"], markdown)
+        return
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
