@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from .backend import Backend
-from .budgets import EXIT_CODES, BudgetController, MemoryGuard, MemoryModel
-from .budgets.memory_guard import profile_cut_peaks
+from .budgets import EXIT_CODES, BudgetController, MemoryGuard
 from .budgets.allocator import trim_heap
+from .budgets.memory_guard import measure_memory_guard
 from .config import FinetuneConfig
 from .costs import CostModel, calibrate
 from .drift import PhasedStream, drift_label_ids, keep_labels
@@ -133,29 +133,8 @@ class Session:
         budget = self.cfg.budgets()[0]
         if budget is None:
             return None
-        table, backend = self.backend.table, self.backend
-        sample = self.encoder.widen(sample)  # the longest batch the run can see: the worst case
-        # Saved-tensor profile on two rows, scaled: a first guess, before any step is measured.
-        rows = len(next(iter(sample.values())))
-        acts = backend.activation_bytes({k: v[:2] for k, v in sample.items()})
-        acts = np.zeros(len(table)) if acts is None else acts * (rows / min(2, rows))
-        load_peak = self.memory.window_peak()  # model load, data (and cost calibration) so far
-        trim_heap()  # what loading left free goes back before the base is measured
-        model = MemoryModel.for_table(table, self.memory.current_rss_bytes, acts)
-        model.margin_bytes = 0.05 * model.base_bytes  # allocator slack the profile cannot see
-
-        def one_step(mask):  # gradients dropped, weights untouched
-            backend.train_step(sample, mask, False)
-            backend.commit([])
-
-        if not profile_cut_peaks(model, one_step, self.memory.window_peak, budget):
-            # not even the cheapest step fits: measure it anyway (nothing trains; the run is refused)
-            # so the minimum in the refusal is measured, not guessed
-            profile_cut_peaks(model, one_step, self.memory.window_peak, float("inf"), levels=1)
-        trim_heap()
-        # the first steps leave runtime caches behind (~100 MB on MiniLM): the base is measured after
-        model.base_bytes = model.resident_bytes = max(model.base_bytes, self.memory.current_rss_bytes)
-        return MemoryGuard(model, budget, load_peak_bytes=load_peak)
+        # the longest batch the run can see: the worst case
+        return measure_memory_guard(self.backend, self.encoder.widen(sample), self.memory, budget)
 
     def _calibrate(self, sample) -> dict:
         """Price selections in measured seconds: a short profiling pass per cut depth (weights are

@@ -19,7 +19,10 @@ from typing import Callable
 
 import numpy as np
 
+from ..backend import Backend
 from ..components import ComponentTable
+from ..meters import MemoryMeter
+from .allocator import trim_heap
 from ..errors import UserError
 from ..policies import Selection
 
@@ -187,3 +190,30 @@ class MemoryGuard:
         self.shrunk_steps += int(shrunk)
         mult = np.where(mask & (sel.lr_mult == 0), 1.0, sel.lr_mult)  # a stand-in trains at the base LR
         return Selection.of(mask, mult), self.model.predict(mask, state_mask)
+
+
+def measure_memory_guard(backend: Backend, sample: dict, meter: MemoryMeter, budget: float) -> MemoryGuard:
+    """The guard for a run about to train: base measured after load (heap trimmed), each cut
+    depth's need measured on `sample` (the widest batch), the load peak checked against the budget."""
+    table = backend.table
+    # Saved-tensor profile on two rows, scaled: a first guess, before any step is measured.
+    rows = len(next(iter(sample.values())))
+    acts = backend.activation_bytes({k: v[:2] for k, v in sample.items()})
+    acts = np.zeros(len(table)) if acts is None else acts * (rows / min(2, rows))
+    load_peak = meter.window_peak()  # model load, data (and cost calibration) so far
+    trim_heap()  # what loading left free goes back before the base is measured
+    model = MemoryModel.for_table(table, meter.current_rss_bytes, acts)
+    model.margin_bytes = 0.05 * model.base_bytes  # allocator slack the profile cannot see
+
+    def one_step(mask):  # gradients dropped, weights untouched
+        backend.train_step(sample, mask, False)
+        backend.commit([])
+
+    if not profile_cut_peaks(model, one_step, meter.window_peak, budget):
+        # not even the cheapest step fits: measure it anyway (nothing trains; the run is refused)
+        # so the minimum in the refusal is measured, not guessed
+        profile_cut_peaks(model, one_step, meter.window_peak, float("inf"), levels=1)
+    trim_heap()
+    # the first steps leave runtime caches behind (~100 MB on MiniLM): the base is measured after
+    model.base_bytes = model.resident_bytes = max(model.base_bytes, meter.current_rss_bytes)
+    return MemoryGuard(model, budget, load_peak_bytes=load_peak)
