@@ -33,7 +33,7 @@ def test_lite0_shapes_blocks_and_frozen_batchnorm():
     x = torch.randn(2, 3, 64, 64)
     table = build_component_table(model, "block", {"pixel_values": x})
     names = [c.name for c in table]
-    assert names[:3] == ["_conv_stem", "_bn0", "_blocks.0"] and names[-1] == "_fc"
+    assert names[:3] == ["_conv_stem", "_bn0", "_blocks.0"] and names[-1] == "_fc" and table[20].kind == "classifier"
     assert [f"_blocks.{i}" for i in range(16)] == [n for n in names if n.startswith("_blocks")]
     assert list(table.depths) == sorted(table.depths)
     model.train()

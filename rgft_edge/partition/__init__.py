@@ -151,7 +151,7 @@ def _unit_groups(model: nn.Module, taken: set[str], trainable: dict[str, torch.T
 def _unit_kind(mod: nn.Module, path: str) -> str:
     if any(isinstance(m, nn.Embedding) for m in mod.modules()):
         return "embedding"
-    if "pooler" in path or path.split(".")[-1] in ("classifier", "score", "lm_head", "fc", "head"):
+    if "pooler" in path or path.split(".")[-1].lstrip("_") in ("classifier", "score", "lm_head", "fc", "head"):
         return "classifier"
     if "norm" in type(mod).__name__.lower() or "norm" in path.split(".")[-1].lower():
         return "norm"
