@@ -87,6 +87,15 @@ TASKS = {
                              base=dict(batch_size=8, max_length=64)),
                "full": dict(train=480, validation=300, held_out=440, epochs=2)},
         budget=BBC_BUDGET),
+    # images: the shipped ImageNet EfficientNet-Lite0 on the ORL faces (40 people, 10 photos each;
+    # the library holds out at most a fifth: 80)
+    "orl-faces": Task(
+        "orl-faces", "orl-faces", "accuracy",
+        dict(task="image-classification", batch_size=16, image_size=160), lr=3e-4, lora_lr=3e-4,
+        sizes={"quick": dict(train=48, validation=16, held_out=40, epochs=1, points=4,
+                             base=dict(batch_size=8, image_size=64)),
+               "full": dict(train=260, validation=60, held_out=80, epochs=3)},
+        skip={"lora": "the LoRA targets are the text models' attention projections"}),
     "bbc-news-lm": Task(
         "bbc-news-lm", "bbc-news", "perplexity",
         dict(model="smollm2-135m", task="causal-lm", max_length=64, batch_size=4), lr=3e-5, lora_lr=3e-4,

@@ -21,6 +21,7 @@ to the selected components with the policy's LR multipliers.
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .api_run import RunLog
 from .components import ComponentTable
 from .costs import CostModel
 from .error_map import ErrorMap
@@ -59,11 +61,19 @@ class RGFT:
         beta, max_staleness: error map EMA factor and the steps after which an unmeasured
             component is forced into a step.
         seed: for random policies.
+        run_dir: write the CLI's run directory there (metrics.jsonl, error map, summary.json,
+            power.json; `finish(report=True)` adds report.html).
+        energy_budget, time_budget: e.g. "2Wh" / 500 (J), "20m" / 90 (s); `should_stop()` turns
+            true once spent. Energy comes from the best power source found (a sensor, else the
+            device profile's model; the summary names which).
+        profile: a device profile name or YAML (power model); detected when omitted.
     """
 
     def __init__(self, model: nn.Module, policy: str = "paced", *, example_inputs: Any = None,
                  granularity: str = "block", table: ComponentTable | None = None, batch_size: int = 16,
-                 beta: float = 0.9, max_staleness: int = 20, seed: int = 0, **policy_options: Any):
+                 beta: float = 0.9, max_staleness: int = 20, seed: int = 0, run_dir: str | Path | None = None,
+                 energy_budget: str | float | None = None, time_budget: str | float | None = None,
+                 profile: str | None = None, **policy_options: Any):
         self.model = model
         self.table = table if table is not None else build_component_table(model, granularity, example_inputs)
         self.cost = CostModel(self.table, batch_size)
@@ -79,6 +89,12 @@ class RGFT:
         self.step_count = 0
         self.selection: Selection | None = None  # the current (or last) step's selection
         self._optimizer: RGFTOptimizer | None = None  # its AdamW is what checkpoints save
+        self._t_step = 0.0
+        self.run: RunLog | None = None  # meters, budgets and run directory, when asked for
+        if run_dir is not None or energy_budget is not None or time_budget is not None or profile is not None:
+            self.run = RunLog(self.table, run_dir, energy_budget, time_budget, profile,
+                              {"policy": policy, "granularity": self.table.granularity, "seed": seed,
+                               **{k: v for k, v in policy_options.items() if isinstance(v, (int, float, str))}})
 
     # -- the loop ---------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -97,6 +113,7 @@ class RGFT:
             p.requires_grad_(n in on)
             p.grad = None
         self.selection = sel
+        self._t_step = time.perf_counter()
         return sel
 
     def end_step(self) -> None:
@@ -112,13 +129,16 @@ class RGFT:
             raise RuntimeError("optimizer.step() outside an RGFT step: wrap forward and backward in "
                                "`with rgft.step():` first")
         grads = self._grads()
-        if grads and all(bool(torch.isfinite(g).all()) for g in grads.values()):
-            # a step with a non-finite gradient is skipped, as in the CLI's loop
+        ok = bool(grads) and all(bool(torch.isfinite(g).all()) for g in grads.values())
+        if ok:  # a step with a non-finite gradient is skipped, as in the CLI's loop
             track = self.policy.wants_gain(self.step_count)
             with torch.no_grad():
                 adamw.step(self._tensors(), grads, self.selection.lr_mult, self.step_count, track)
             if track:
                 self.policy.observe_gain(self.step_count, adamw.last_gain)
+        if self.run is not None:
+            self.run.step(self.step_count, self.selection.mask, self.selection.lr_mult, self.error_map.scores,
+                          time.perf_counter() - self._t_step, skipped=not ok)
         self.step_count += 1
         self.selection = None
 
@@ -130,6 +150,28 @@ class RGFT:
         self._optimizer = RGFTOptimizer(self, ComponentAdamW(self.table, lr, weight_decay=weight_decay,
                                                              evict_after=evict_after))
         return self._optimizer
+
+    # -- meters, budgets, run directory (with run_dir / energy_budget / time_budget / profile) ----
+    def log(self, **values: float) -> None:
+        """Attach values (e.g. loss=loss) to the current step's record in metrics.jsonl."""
+        if self.run is not None:
+            self.run.pending.update({k: float(v) for k, v in values.items()})
+
+    def log_eval(self, **metrics: float) -> None:
+        """Record an evaluation (e.g. accuracy=0.81) at the current step (the report plots it)."""
+        if self.run is not None:
+            self.run.log_eval(self.step_count, {k: float(v) for k, v in metrics.items()})
+
+    def should_stop(self) -> str | None:
+        """The reason to stop ("energy budget reached", "time budget reached") or None."""
+        return self.run.should_stop() if self.run is not None else None
+
+    def finish(self, report: bool = True) -> dict[str, Any]:
+        """Stop the meters; write summary.json, power.json, the error map (and report.html) to the
+        run directory; return the summary (energy with its source, peak RSS, components per step)."""
+        if self.run is None:
+            raise RuntimeError("finish() needs run_dir, energy_budget, time_budget or profile at RGFT(...)")
+        return self.run.finish(self.step_count, report)
 
     @property
     def scores(self) -> np.ndarray:

@@ -18,7 +18,7 @@ from .errors import UserError
 from .estimators import ESTIMATORS
 from .policies import check_option_values, option_fields, policy_names
 
-TASKS = ("sequence-classification", "causal-lm")
+TASKS = ("sequence-classification", "causal-lm", "image-classification")
 ADAPTERS = ("none", "lora")
 
 
@@ -40,7 +40,9 @@ def _at_least(n: float) -> Callable[[Any], bool]:
 
 @dataclass(slots=True)
 class DataConfig:
-    source: str = setting("rotten-tomatoes", "rotten-tomatoes, bbc-news, or a .csv/.tsv/.jsonl file", flag="data")
+    source: str = setting("rotten-tomatoes", "rotten-tomatoes, bbc-news, orl-faces (images), a .csv/.tsv/.jsonl "
+                          "file, or for --task image-classification a folder of class subfolders or a .npz",
+                          flag="data")
     text_column: str = setting("text", "text column of a .csv/.tsv/.jsonl file")
     label_column: str = setting("label", "label column of a .csv/.tsv/.jsonl file")
     on_bad_row: str = setting("skip", "skip (counted) or error (refuse with the line number)",
@@ -54,6 +56,8 @@ class DataConfig:
                                        "evaluations during training (0: those use the held-out set)",
                                        check=_at_least(0), must=">= 0")
     batch_size: int = setting(16, "examples per step", check=_at_least(1), must=">= 1")
+    image_size: int | None = setting(None, "image task: pixels per side (default: the model's)",
+                                     check=lambda v: v is None or v >= 8, must=">= 8")
     drift_labels: str | None = setting(None, "the drift task: labels (names or indices, comma-separated) "
                                        "seen only after the drift; validation and test keep only them")
     drift_at: float = setting(0.5, "drift task: share of the run (of --max-train-seconds when set, else of "
@@ -65,8 +69,10 @@ class DataConfig:
 class ModelConfig:
     path: str | None = setting(None, "HF model directory, or a shipped model: minilm (default, "
                                "all-MiniLM-L6-v2), smollm2-135m (SmolLM2-135M-Instruct, Llama-like; "
-                               "use with --task causal-lm)", flag="model")
-    task: str = setting("sequence-classification", "sequence-classification or causal-lm", choices=TASKS)
+                               "use with --task causal-lm), efficientnet-lite0 (ImageNet CNN, the default of "
+                               "--task image-classification)", flag="model")
+    task: str = setting("sequence-classification", "sequence-classification, causal-lm, or image-classification "
+                        "(default model efficientnet-lite0)", choices=TASKS)
     adapter: str = setting("none", "none: train the model's own weights | lora: peft LoRA + the head",
                            choices=ADAPTERS)
     lora_r: int = setting(8, "LoRA rank", check=_at_least(1), must=">= 1")
@@ -210,6 +216,8 @@ class FinetuneConfig:
                           if k in stock and mine[k] == stock[k] and k != "threads"})
         if cfg.training.threads is None:
             cfg.training.threads = prof.default_threads if prof else 2
+        if cfg.model.task == "image-classification" and cfg.data.source == DataConfig().source:
+            cfg.data.source = "orl-faces"  # the image task's shipped data (the stock default is text)
         return cfg.validate()
 
     def budgets(self) -> tuple[int | None, float | None, float | None]:

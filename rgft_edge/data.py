@@ -19,12 +19,15 @@ import numpy as np
 
 from .errors import DataError
 
-BUILTIN = ("rotten-tomatoes", "bbc-news")
+BUILTIN = ("rotten-tomatoes", "bbc-news", "orl-faces")  # orl-faces: images (see images.py)
 
 
 @dataclass
 class TextDataset:
-    texts: list[str]
+    """Examples and integer labels. `texts` are the model inputs: strings, or for the image task
+    image file paths / uint8 arrays (`images.py`), so splits and batching are shared."""
+
+    texts: list
     labels: list[int]
     label_names: list[str]
     source: str
@@ -144,6 +147,10 @@ def load_dataset(spec: str, **kwargs) -> TextDataset:
         return rotten_tomatoes()
     if spec == "bbc-news":
         return bbc_news()
+    if spec == "orl-faces":
+        from .images import orl_faces
+
+        return orl_faces()
     return load_file(spec, **kwargs)
 
 

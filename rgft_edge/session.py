@@ -93,7 +93,9 @@ class Session:
         if resume:  # before the writer opens metrics.jsonl: later records are trimmed away
             self.load_checkpoint()
             kept = checkpoint.trim_metrics(self.out, self.start_step)
-        self.writer = RunWriter(self.out, len(table))
+        else:
+            checkpoint.clear_checkpoint(self.out)
+        self.writer = RunWriter(self.out, len(table), fresh=not resume)
         for rec in kept:
             self.writer.add_rows(rec)
         self._write_config()

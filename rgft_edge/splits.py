@@ -15,6 +15,7 @@ from .config import FinetuneConfig
 from .data import BUILTIN, TextDataset, load_dataset, split
 from .drift import drift_label_ids, keep_labels
 from .errors import DataError, UserError
+from .images import is_image_source, load_images
 
 
 @dataclass
@@ -27,9 +28,12 @@ class Splits:
 
 def _load(cfg: FinetuneConfig, source: str, labels: list[str] | None) -> TextDataset:
     d = cfg.data
-    kwargs = {} if source in BUILTIN else dict(text_column=d.text_column, label_column=d.label_column,
-                                               on_bad_row=d.on_bad_row, labels=labels)
-    return load_dataset(source, **kwargs)
+    if source in BUILTIN:
+        return load_dataset(source)
+    if is_image_source(source):
+        return load_images(source, labels, d.on_bad_row)
+    return load_dataset(source, text_column=d.text_column, label_column=d.label_column,
+                        on_bad_row=d.on_bad_row, labels=labels)
 
 
 def load_splits(cfg: FinetuneConfig, labels: list[str] | None = None) -> Splits:

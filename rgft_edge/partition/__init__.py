@@ -2,7 +2,7 @@
 
 Transformer families (BERT-like, Llama-like, GPT-2) are found by structure (`layouts.py`); any
 other module is split by its children, with Sequential/ModuleList containers expanded one level
-(CNN stages, custom layer stacks). Depth is the order in which components first run in a sample
+(CNN stages, custom layer stacks) and modules holding over 1/16 of the parameters expanded further. Depth is the order in which components first run in a sample
 forward pass; FLOPs come from `torch.utils.flop_counter` on that same pass.
 """
 
@@ -98,19 +98,36 @@ def _head_groups(model, lay: Layout, pre: str, i: int, attn_params: list[ParamRe
     return groups
 
 
+UNITS_TARGET = 16  # a generic module is split until no unit holds more than 1/16 of the parameters
+
+
 def _unit_groups(model: nn.Module, taken: set[str], trainable: dict[str, torch.Tensor]) -> list[_Group]:
     """Generic split: the largest sub-modules holding no parameter already taken by a layer or LoRA
-    component; Sequential/ModuleList containers expand one level (CNN stages, layer stacks)."""
+    component; Sequential/ModuleList containers expand one level (CNN stages, layer stacks), and a
+    module holding more than 1/UNITS_TARGET of the free parameters expands into its children (a
+    backbone wrapped in one module becomes its stages and blocks, not one component)."""
+    free = {n for n in trainable if n not in taken}
+    limit = max(1, sum(trainable[n].numel() for n in free) // UNITS_TARGET)
     units: list[str] = []
+    owners: list[str] = []  # expanded modules whose own (direct) parameters form a group
+
+    def size(path: str) -> int:
+        pre = path + "."
+        return sum(trainable[n].numel() for n in free if n.startswith(pre))
 
     def walk(mod: nn.Module, prefix: str) -> None:
         for name, child in mod.named_children():
             path = f"{prefix}{name}"
             names = {f"{path}.{n}" for n, _ in child.named_parameters()}
+            has_children = any(True for _ in child.children())
             if names & taken:
+                owners.append(path)
                 walk(child, path + ".")
             elif isinstance(child, (nn.Sequential, nn.ModuleList)) and len(child) > 1:
-                units.extend(f"{path}.{j}" for j in range(len(child)))
+                units.extend(f"{path}.{j}" for j in range(len(child)))  # a stack: its elements are blocks
+            elif has_children and size(path) > limit:
+                owners.append(path)
+                walk(child, path + ".")
             else:
                 units.append(path)
 
@@ -120,6 +137,11 @@ def _unit_groups(model: nn.Module, taken: set[str], trainable: dict[str, torch.T
         params = [p for p in _own(model, u, trainable) if p.name not in taken]
         if params:
             groups.append(_Group(u, _unit_kind(model.get_submodule(u), u), params, [u], HookSpec(u)))
+    for o in owners:
+        own = [ParamRef(f"{o}.{n}") for n, _ in model.get_submodule(o).named_parameters(recurse=False)
+               if f"{o}.{n}" in free]
+        if own:  # e.g. a class token: placed at its module's depth, its FLOPs left to the children
+            groups.append(_Group(o, "module", own, [o], None, share=0.0))
     root_own = [ParamRef(n) for n, _ in model.named_parameters(recurse=False) if n in trainable]
     if root_own:
         groups.append(_Group("root", "module", root_own, [], None))
@@ -129,7 +151,7 @@ def _unit_groups(model: nn.Module, taken: set[str], trainable: dict[str, torch.T
 def _unit_kind(mod: nn.Module, path: str) -> str:
     if any(isinstance(m, nn.Embedding) for m in mod.modules()):
         return "embedding"
-    if "pooler" in path or path.split(".")[-1] in ("classifier", "score", "lm_head", "fc", "head"):
+    if "pooler" in path or path.split(".")[-1].lstrip("_") in ("classifier", "score", "lm_head", "fc", "head"):
         return "classifier"
     if "norm" in type(mod).__name__.lower() or "norm" in path.split(".")[-1].lower():
         return "norm"

@@ -1,4 +1,5 @@
-"""Recipe: fine-tune an HF sequence classifier or causal LM with RGFT in eager torch, end to end.
+"""Recipe: fine-tune an HF sequence classifier or causal LM, or an image classifier (a shipped CNN or
+an HF vision model), with RGFT in eager torch, end to end.
 
 Loads the model and data, builds the component table and hands the eager backend to the shared
 session (loop, evaluation, run directory). `finetune(FinetuneConfig())` is exactly what
@@ -52,6 +53,18 @@ def set_threads(n: int) -> None:
         pass  # already set in this process
 
 
+def _image_model(cfg: FinetuneConfig, labels: list[str]):
+    """(model, ImageEncoder, model name) for `--task image-classification`."""
+    from ..errors import UserError
+    from ..vision import load_image_classifier
+
+    if cfg.model.adapter != "none":
+        raise UserError("--adapter lora is for the text tasks; the image task trains the CNN's own weights")
+    name = cfg.model.path or "efficientnet-lite0"
+    model, encoder = load_image_classifier(name, len(labels), cfg.data.image_size, cfg.training.seed)
+    return model, encoder, name
+
+
 def finetune(cfg: FinetuneConfig, progress: bool = True, resume: bool = False) -> dict:
     import torch
 
@@ -67,14 +80,18 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, resume: bool = False) -
     torch.manual_seed(cfg.training.seed)
     t0 = time.perf_counter()
     splits = load_splits(cfg)
-    model_dir = resolve_model(cfg.model.path)
-    from rgft_edge.export.prepare import load_hf
-
     lm = cfg.model.task == "causal-lm"
-    model = add_adapter(load_hf(model_dir, cfg.model.task, splits.full.label_names, attn_implementation=None), cfg)
-    types = getattr(model.config, "type_vocab_size", 0) > 0 and not lm
-    encoder = TextEncoder(model_dir, cfg.data.max_length, ("input_ids", "attention_mask")
-                          + (("token_type_ids",) if types else ()), pad_multiple=16 if budgeted else 1)
+    if cfg.model.task == "image-classification":
+        model, encoder, model_dir = _image_model(cfg, splits.full.label_names)
+    else:
+        from rgft_edge.export.prepare import load_hf
+
+        model_dir = resolve_model(cfg.model.path)
+        model = add_adapter(load_hf(model_dir, cfg.model.task, splits.full.label_names, attn_implementation=None),
+                            cfg)
+        types = getattr(model.config, "type_vocab_size", 0) > 0 and not lm
+        encoder = TextEncoder(model_dir, cfg.data.max_length, ("input_ids", "attention_mask")
+                              + (("token_type_ids",) if types else ()), pad_multiple=16 if budgeted else 1)
     example = {k: torch.as_tensor(v) for k, v in encoder.encode(splits.train.texts[:4]).items()}
     table = build_component_table(model, cfg.model.granularity, example)
     backend = TorchEagerBackend(model, table, causal_lm_loss if lm else classification_loss)

@@ -77,6 +77,12 @@ def save_checkpoint(root: Path, step: int, params: dict, optimizer: ComponentAda
     return final
 
 
+def clear_checkpoint(run_dir: str | os.PathLike) -> None:
+    """Remove an earlier run's checkpoint: a fresh run must not resume or roll back into it."""
+    for d in ("checkpoint", "checkpoint.old", "checkpoint.tmp"):
+        shutil.rmtree(Path(run_dir) / d, ignore_errors=True)
+
+
 def has_checkpoint(run_dir: str | os.PathLike) -> bool:
     return any((Path(run_dir) / d / "state.json").is_file() for d in ("checkpoint", "checkpoint.old"))
 

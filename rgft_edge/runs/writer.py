@@ -41,11 +41,13 @@ def _default(o):
 
 
 class RunWriter:
-    def __init__(self, root: str | os.PathLike, num_components: int):
+    def __init__(self, root: str | os.PathLike, num_components: int, fresh: bool = False):
+        """`fresh`: a new run in this directory starts a new metrics log (an earlier run's records
+        would otherwise mix into its curves); a resumed run appends."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.k = num_components
-        self._metrics = open(self.root / "metrics.jsonl", "a", encoding="utf-8")
+        self._metrics = open(self.root / "metrics.jsonl", "w" if fresh else "a", encoding="utf-8")
         self.error_rows: list[np.ndarray] = []
         self.selected_rows: list[np.ndarray] = []
 

@@ -72,3 +72,15 @@ def test_elastic_policy_runs_in_the_loop_with_probes(tiny_model_dir, sentiment_c
     between = [r for r in steps if r["step"] % 4]
     assert between and all(r["cost_fraction"] <= 0.8 + 1e-9 for r in between)
     assert np.isfinite([r["loss"] for r in steps]).all()
+
+
+def test_a_fresh_run_into_a_used_directory_starts_clean(tiny_model_dir, sentiment_csv, tmp_path):
+    """An earlier run's metrics must not mix into the new run's curves, nor its checkpoint be left
+    for a later --resume."""
+    out = tmp_path / "run"
+    finetune(cfg(tiny_model_dir, sentiment_csv, out, max_steps=6, checkpoint_every=2), progress=False)
+    assert (out / "checkpoint" / "state.json").is_file()
+    s = finetune(cfg(tiny_model_dir, sentiment_csv, out, max_steps=3), progress=False)
+    records = [r for r in (out / "metrics.jsonl").read_text().splitlines() if '"type": "step"' in r]
+    assert len(records) == s["steps"] == 3
+    assert not (out / "checkpoint").exists()

