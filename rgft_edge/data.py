@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import DataError
 
-BUILTIN = ("rotten-tomatoes", "bbc-news", "orl-faces")  # orl-faces: images (see images.py)
+BUILTIN = ("rotten-tomatoes", "bbc-news")  # the shipped image data: images.py
 
 
 @dataclass
@@ -147,10 +147,6 @@ def load_dataset(spec: str, **kwargs) -> TextDataset:
         return rotten_tomatoes()
     if spec == "bbc-news":
         return bbc_news()
-    if spec == "orl-faces":
-        from .images import orl_faces
-
-        return orl_faces()
     return load_file(spec, **kwargs)
 
 

@@ -22,10 +22,13 @@ NPZ_IMAGE_KEYS = ("images", "x", "X", "data")
 NPZ_LABEL_KEYS = ("labels", "y", "Y", "targets")
 
 
+IMAGE_BUILTIN = ("orl-faces",)
+
+
 def is_image_source(spec: str) -> bool:
-    """A directory (class subfolders) or a `.npz` file: the image tasks' data."""
+    """The shipped image data, a directory (class subfolders) or a `.npz` file."""
     p = Path(spec)
-    return p.is_dir() or p.suffix.lower() == ".npz"
+    return spec in IMAGE_BUILTIN or p.is_dir() or p.suffix.lower() == ".npz"
 
 
 def _pil():
@@ -117,6 +120,8 @@ def orl_faces() -> TextDataset:
 
 
 def load_images(spec: str, labels: list[str] | None = None, on_bad_row: str = "skip") -> TextDataset:
+    if spec == "orl-faces":
+        return orl_faces()
     return load_npz(spec, labels) if Path(spec).suffix.lower() == ".npz" else load_image_folder(spec, labels, on_bad_row)
 
 

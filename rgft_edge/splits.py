@@ -28,10 +28,10 @@ class Splits:
 
 def _load(cfg: FinetuneConfig, source: str, labels: list[str] | None) -> TextDataset:
     d = cfg.data
-    if source in BUILTIN:
-        return load_dataset(source)
     if is_image_source(source):
         return load_images(source, labels, d.on_bad_row)
+    if source in BUILTIN:
+        return load_dataset(source)
     return load_dataset(source, text_column=d.text_column, label_column=d.label_column,
                         on_bad_row=d.on_bad_row, labels=labels)
 
