@@ -103,10 +103,11 @@ UNITS_TARGET = 16  # a generic module is split until no unit holds more than 1/1
 
 def _unit_groups(model: nn.Module, taken: set[str], trainable: dict[str, torch.Tensor]) -> list[_Group]:
     """Generic split: the largest sub-modules holding no parameter already taken by a layer or LoRA
-    component; Sequential/ModuleList containers expand one level (CNN stages, layer stacks), and a
-    module holding more than 1/UNITS_TARGET of the free parameters expands into its children (a
-    backbone wrapped in one module becomes its stages and blocks, not one component)."""
+    component; Sequential/ModuleList containers expand one level (CNN stages, layer stacks), and in
+    a model with no known layout a module holding more than 1/UNITS_TARGET of the parameters expands
+    into its children (a backbone wrapped in one module becomes its stages and blocks)."""
     free = {n for n in trainable if n not in taken}
+    generic = not taken  # a found transformer layout keeps its embeddings and head as single units
     limit = max(1, sum(trainable[n].numel() for n in free) // UNITS_TARGET)
     units: list[str] = []
     owners: list[str] = []  # expanded modules whose own (direct) parameters form a group
@@ -125,7 +126,7 @@ def _unit_groups(model: nn.Module, taken: set[str], trainable: dict[str, torch.T
                 walk(child, path + ".")
             elif isinstance(child, (nn.Sequential, nn.ModuleList)) and len(child) > 1:
                 units.extend(f"{path}.{j}" for j in range(len(child)))  # a stack: its elements are blocks
-            elif has_children and size(path) > limit:
+            elif generic and has_children and size(path) > limit:
                 owners.append(path)
                 walk(child, path + ".")
             else:
