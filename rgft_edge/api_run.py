@@ -17,20 +17,10 @@ import numpy as np
 
 from .budgets.units import parse_duration, parse_energy
 from .components import ComponentTable
+from .device_profiles import power_profile
 from .errors import UserError
 from .meters import EnergyMeter, MemoryMeter, energy_per_run_summary
 from .runs.writer import RunWriter
-
-
-def _profile(name: str | None):
-    from .device_profiles import ProfileError, detect, load_profile
-
-    if name:
-        return load_profile(name)
-    try:
-        return detect()[0]
-    except ProfileError:
-        return load_profile("laptop-x86")
 
 
 class RunLog:
@@ -44,7 +34,7 @@ class RunLog:
         for name, v in (("energy_budget", self.energy_budget_j), ("time_budget", self.time_budget_s)):
             if v is not None and v <= 0:
                 raise UserError(f"{name} must be positive")
-        self.profile = _profile(profile)
+        self.profile = power_profile(profile)
         self.memory = MemoryMeter(whole_process=True).start()
         self.energy = EnergyMeter(idle_w=self.profile.idle_power_w, max_w=self.profile.max_power_w).start()
         self.t0 = time.perf_counter()

@@ -132,3 +132,14 @@ def detect(root: str | os.PathLike = "/", machine: str | None = None) -> tuple[P
         return load_profile("laptop-x86"), f"{arch} CPU, no board-specific device tree"
     raise ProfileError(f"no profile fits this machine (arch {arch!r}, device-tree model {model!r}); "
                        "pass --profile NAME or a YAML file")
+
+
+def power_profile(name_or_path: str | None) -> Profile:
+    """The profile that prices power when no sensor exists: the one given, else the detected
+    board, else a laptop."""
+    if name_or_path:
+        return load_profile(name_or_path)
+    try:
+        return detect()[0]
+    except ProfileError:
+        return load_profile("laptop-x86")

@@ -24,6 +24,7 @@ from .budgets.allocator import trim_heap
 from .budgets.memory_guard import measure_memory_guard
 from .config import FinetuneConfig
 from .costs import CostModel, calibrate
+from .device_profiles import power_profile
 from .drift import PhasedStream, drift_label_ids, keep_labels
 from .error_map import ErrorMap
 from .errors import UserError
@@ -38,18 +39,6 @@ from .splits import Splits
 from .text import TextEncoder, batches
 
 MAX_FAULT_RECOVERIES = 3  # restores of the last checkpoint (LR halved each time) before giving up
-
-
-def _power_profile(cfg: FinetuneConfig):
-    """The profile that prices power when no sensor exists (given, detected, or a laptop)."""
-    from .device_profiles import ProfileError, detect, load_profile
-
-    if cfg.limits.profile:
-        return load_profile(cfg.limits.profile)
-    try:
-        return detect()[0]
-    except ProfileError:
-        return load_profile("laptop-x86")
 
 
 class Session:
@@ -75,7 +64,7 @@ class Session:
         cfg, table = self.cfg, self.backend.table
         _, self.energy_budget, self.time_budget = cfg.budgets()
         self.memory = MemoryMeter(whole_process=cfg.limits.memory_budget is not None).start()
-        self.profile = _power_profile(cfg)
+        self.profile = power_profile(cfg.limits.profile)
         self.cost = CostModel(table, cfg.data.batch_size)
         sample = next(batches(self.encoder, self.splits.train.texts[: cfg.data.batch_size],
                               self.splits.train.labels[: cfg.data.batch_size], cfg.data.batch_size))

@@ -8,11 +8,13 @@ _unsafe_reset_threadpool(2)
 model = MLP().eval(); ex = inputs()
 loss_e, grads_e = eager_step(model, ex)
 pn = [n for n,_ in model.named_parameters()]
-for lam in [True, False]:
-    name = "xnnpack " + ("linear->mm+add" if lam else "default")
+# (linear rewritten as mm+add?, XNNPACK delegates matmuls whose weights are activations?)
+for lam, dynamic in [(True, False), (False, False), (True, True)]:
+    name = "xnnpack " + ("linear->mm+add" if lam else "default") + (" non-static weights" if dynamic else "")
     try:
         j = joint(model, ex, lam)
-        edge = to_edge_transform_and_lower(j, partitioner=[XnnpackPartitioner()],
+        part = XnnpackPartitioner(force_non_static_weights_for_f32_linear=True) if dynamic else XnnpackPartitioner()
+        edge = to_edge_transform_and_lower(j, partitioner=[part],
                                            compile_config=EdgeCompileConfig(_check_ir_validity=False))
         gm = edge.exported_program().graph_module
         print(name, "remaining ops:", {k: v for k, v in ops(gm).items()})
