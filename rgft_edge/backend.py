@@ -168,3 +168,7 @@ register_backend(BackendSpec(
     "onnxruntime", "rgft_edge.device_runners.onnxruntime_runner:OrtBackend",
     "rgft_edge.export.onnxruntime_backend:export_programs", "device-ort", False,
     "ONNX Runtime training artifacts, one per backprop cut depth"))
+register_backend(BackendSpec(
+    "onnx", "rgft_edge.device_runners.onnx_runner:OnnxBackend",
+    "rgft_edge.export.onnx_backend:export_programs", "device-onnx", False,
+    "standard ONNX graphs per stage, chained by the runner (stock onnxruntime, no torch)"))

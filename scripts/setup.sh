@@ -23,6 +23,11 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
     || echo "note: chromium not installed; the browser test of the HTML report will be skipped"
 fi
+# A second, device-like venv: the `device-onnx` extra only (stock onnxruntime, no torch), where the
+# tests train an `onnx` artifact end to end as a Pi would.
+[[ -x .venv-device-onnx/bin/python ]] || "$PY" -m venv .venv-device-onnx
+.venv-device-onnx/bin/python -m pip install -q --upgrade "pip>=24"
+.venv-device-onnx/bin/python -m pip install -q -e ".[device-onnx]"  # no constraints: stock onnxruntime is the point
 $PYBIN - <<'PY'
 import importlib.util
 import onnxruntime.training.api  # fails if plain onnxruntime overwrote the training build

@@ -41,6 +41,17 @@ def tiny_llama(num_labels: int = 2, seed: int = 0):
     return LlamaForSequenceClassification(cfg)
 
 
+def tiny_llama_lm(seed: int = 0):
+    """A tied-embedding Llama-like causal LM (SmolLM2's layout)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+                      max_position_embeddings=64, pad_token_id=0, tie_word_embeddings=True)
+    return LlamaForCausalLM(cfg)
+
+
 def tiny_gpt2(seed: int = 0):
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -138,4 +149,4 @@ def tiny_artifacts(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-artifacts")
     model_dir = save_tiny_model_dir(root / "tiny-bert")
     return {b: compile_artifact(str(model_dir), root / b, b, tiny_opts(), force=True) and root / b
-            for b in ("torch", "onnxruntime", "executorch")}
+            for b in ("torch", "onnxruntime", "executorch", "onnx")}

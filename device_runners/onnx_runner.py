@@ -1,0 +1,189 @@
+"""Standard-ONNX adapter: numpy + stock onnxruntime only (no torch, no training build).
+
+The artifact holds per-stage graphs (`export/onnx_backend.py`): a forward graph, and gradient
+graphs for the input (`x`), the stage's trainable weights (`w`) or both (`xw`). This adapter is the
+autograd engine over them. A step that trains the components S runs every stage forward, keeps
+the inputs of the stages from the lowest member of S upward, then walks back from the head to that
+lowest stage only: selected stages return their weight gradients, the stages between only pass
+the input gradient down. So a step's cost follows its selection inside one artifact.
+
+The adapter owns the weights: the trainable ones are the master arrays the loop's optimizer
+updates in place (every graph reads them as inputs, so nothing is copied), the frozen base is
+loaded once with its int8 weights kept int8 (the graphs dequantize them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import onnxruntime as ort
+from safetensors.numpy import load_file
+
+from rgft_edge.artifact import Artifact, ArtifactError
+from rgft_edge.backend import Batch, EvalOutput, ProgramBackendTraits, StepOutput
+
+
+class _Stage:
+    def __init__(self, spec: dict, index: int):
+        self.name, self.graphs, self.index = spec["name"], spec["graphs"], index
+        self.head, self.first = bool(spec["head"]), bool(spec["first"])
+        self.params = spec["params"]
+        self.trainable = [p for p in self.params if p["role"] == "trainable"]
+        self.feeds: dict[str, np.ndarray] = {}  # graph input name -> weight array (master or frozen)
+
+
+class OnnxBackend(ProgramBackendTraits):
+    name = "onnx"
+    eval_batch_size = None  # batch and sequence axes are dynamic
+
+    def __init__(self, artifact: Artifact, threads: int):
+        ort.set_default_logger_severity(3)
+        self.artifact, self.table, self.threads = artifact, artifact.table, threads
+        info = artifact.manifest["backend_info"]
+        self.task, self.data_inputs = info["task"], info["data_inputs"]
+        self.context_outputs = info["context_outputs"]
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        # spinning worker threads burn a shared core for nothing between the small graphs
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._options = so
+        self.sessions = {(kind, v): self._session(f) for kind, files in info["graphs"].items()
+                         for v, f in files.items()}
+        self.context = self._session("onnx/context.onnx")
+        self.master = {k: np.ascontiguousarray(v, dtype=np.float32)
+                       for k, v in load_file(str(artifact.path("weights/trainable.safetensors"))).items()}
+        frozen = load_file(str(artifact.path("weights/frozen.safetensors")))
+        self.stages = [_Stage(s, i) for i, s in enumerate(info["stages"])]
+        self.stage_of = np.full(len(self.table), -1, dtype=np.int64)
+        for st, spec in zip(self.stages, info["stages"]):
+            self._bind(st, frozen)
+            self.stage_of[spec["components"]] = st.index
+        if (self.stage_of < 0).any():
+            raise ArtifactError(f"{artifact.root}/manifest.json: components without a stage")
+        self._inputs = {k: [i.name for i in s.get_inputs()] for k, s in self.sessions.items()}
+
+    def _session(self, rel: str) -> ort.InferenceSession:
+        path = self.artifact.path(rel)
+        try:
+            return ort.InferenceSession(str(path), self._options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # e.g. an operator this onnxruntime build does not implement
+            raise ArtifactError(f"{path}: onnxruntime {ort.__version__} cannot load this graph: "
+                                f"{str(e).splitlines()[0][:400]}") from e
+
+    def _bind(self, st: _Stage, frozen: dict[str, np.ndarray]) -> None:
+        root = self.artifact.root
+        for p in st.params:
+            name, key = p["input"], p["key"]
+            try:
+                if p["role"] == "trainable":
+                    st.feeds[name] = self.master[key]
+                elif p["role"] == "int8":
+                    st.feeds[name + ".int8"] = frozen[key + "::qdata"]
+                    st.feeds[name + ".scale"] = np.ascontiguousarray(frozen[key + "::scale"].reshape(-1),
+                                                                     dtype=np.float32)
+                    if key + "::zero_point" in frozen:
+                        st.feeds[name + ".zp"] = frozen[key + "::zero_point"].reshape(-1).astype(np.int8)
+                else:
+                    st.feeds[name] = np.ascontiguousarray(frozen[key], dtype=np.float32)
+            except KeyError as e:
+                raise ArtifactError(f"{root}/weights: no tensor {e.args[0]!r} for stage {st.name}") from e
+
+    # -- running graphs -------------------------------------------------------------------------
+    def _run(self, st: _Stage, variant: str, x, ctx: dict, gy=None) -> list[np.ndarray]:
+        key = (st.graphs, variant)
+        feed = dict(st.feeds)
+        if st.first:
+            feed.update(x)
+        else:
+            feed["x"] = x
+        feed.update(ctx)
+        if gy is not None:
+            feed["gy"] = gy
+        return self.sessions[key].run(None, {n: feed[n] for n in self._inputs[key]})
+
+    def _context(self, batch: Batch) -> tuple[dict, dict]:
+        data = {n: np.ascontiguousarray(batch[n], dtype=np.int64) for n in self.data_inputs}
+        names = [i.name for i in self.context.get_inputs()]
+        ctx = dict(zip(self.context_outputs, self.context.run(None, {n: data[n] for n in names})))
+        if "labels" not in ctx:
+            ctx["labels"] = np.ascontiguousarray(batch["labels"], dtype=np.int64)
+        return data, ctx
+
+    def _forward(self, data: dict, ctx: dict, keep_from: int) -> tuple[float, np.ndarray, dict]:
+        h, saved = data, {}
+        for st in self.stages:
+            if st.index >= keep_from:
+                saved[st.index] = h
+            out = self._run(st, "fwd", h, ctx)
+            h = out if st.head else out[0]
+        return float(h[0]), h[1], saved
+
+    # -- Backend interface --------------------------------------------------------------------
+    def parameters(self) -> dict[str, np.ndarray]:
+        return self.master
+
+    def train_step(self, batch: Batch, trainable: np.ndarray, measure_activations: bool) -> StepOutput:
+        chosen = np.flatnonzero(trainable)
+        selected = set(self.stage_of[chosen].tolist())
+        lowest = min(selected)
+        data, ctx = self._context(batch)
+        loss, _, saved = self._forward(data, ctx, lowest)
+        want = self.table.param_names(chosen)
+        grads, gy, ran = {}, None, []
+        for st in reversed(self.stages[lowest:]):
+            need_x, need_w = st.index > lowest, st.index in selected
+            variant = "xw" if need_x and need_w else ("x" if need_x else "w")
+            outs = self._run(st, variant, saved.pop(st.index), ctx, gy)
+            ran.append(variant)
+            if need_x:
+                gy, outs = outs[0], outs[1:]
+            if need_w:
+                grads.update({p["key"]: g for p, g in zip(st.trainable, outs) if p["key"] in want})
+        return StepOutput(loss, grads, None, {"program": f"stages {self.stages[lowest].name}..head",
+                                              "lowest_stage": lowest, "gradient_graphs": len(ran)})
+
+    def commit(self, touched: list[str]) -> None:
+        pass  # the graphs read the master arrays directly
+
+    def evaluate(self, batches: Iterable[Batch]) -> EvalOutput:
+        """Mean loss over examples; accuracy for classification, perplexity for a causal LM
+        (the same metrics as the eager runner)."""
+        total, n, correct = 0.0, 0, 0
+        for batch in batches:
+            data, ctx = self._context(batch)
+            loss, logits, _ = self._forward(data, ctx, len(self.stages))
+            size = len(batch["input_ids"])
+            total += loss * size
+            n += size
+            if self.task != "causal-lm":
+                correct += int((logits.argmax(-1) == ctx["labels"]).sum())
+        mean = total / max(1, n)
+        if self.task == "causal-lm":
+            return EvalOutput(mean, {"loss": mean, "perplexity": float(np.exp(min(50.0, mean)))})
+        return EvalOutput(mean, {"loss": mean, "accuracy": correct / max(1, n)})
+
+    def trainable_state(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self.master.items()}
+
+    def environment(self) -> dict:
+        return {"onnxruntime": ort.__version__, "threads": self.threads,
+                "onnxruntime_build": "training" if _has_training_build() else "stock"}
+
+    def export_adapted(self, out: Path) -> dict:
+        """The adapted weights as safetensors; the artifact's forward graphs run them for inference."""
+        from safetensors.numpy import save_file
+
+        out.mkdir(parents=True, exist_ok=True)
+        save_file(self.trainable_state(), str(out / "trainable.safetensors"), {"format": "rgft-edge trainable"})
+        return {"safetensors": str(out / "trainable.safetensors")}
+
+    def close(self) -> None:
+        self.sessions = {}
+
+
+def _has_training_build() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime.training") is not None

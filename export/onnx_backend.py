@@ -1,0 +1,241 @@
+"""Standard-ONNX training graphs: per stage a forward graph and input-/weight-gradient graphs.
+
+Any stock ONNX Runtime (`onnxruntime.InferenceSession`, no training build, no torch) runs them; the
+device runner (`device_runners/onnx_runner.py`) is the autograd engine that chains them only as
+deep as a step's selection reaches. Per stage kind (`export/onnx_stages.py`) up to four graphs:
+
+- `fwd`  (x, context, weights) -> y               every stage
+- `x`    (x, context, gy, weights) -> dL/dx        stages above the lowest selected one
+- `w`    (x, context, gy, weights) -> dL/dW_train  the lowest selected stage
+- `xw`   both                                     selected stages above the lowest
+
+The head's gradient graphs take no gy (the loss is the output). Backward graphs recompute their
+stage's forward from x (saving activations between graphs is a later optimisation).
+
+Recipe (docs/onnx.md): the gradient function is traced to ATen with `make_fx(tracing_mode=
+"symbolic")` around `torch.autograd.grad`, then exported with `torch.onnx.export(dynamo=True)` and
+named dynamic dims. Weights are graph inputs, so one graph serves every layer of a kind and the
+runner owns the weights and the optimizer. Frozen int8 weights (torchao, per row) become int8
+inputs + `DequantizeLinear`. Every graph is checked to use only default-domain operators.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from rgft_edge.errors import UserError
+
+from .onnx_stages import Plan, Stage, plan
+from .onnxruntime_backend import float_copy
+from .prepare import PreparedModel, example_inputs
+
+EXAMPLE = {"B": 7, "T": 37}  # example sizes equal to no model constant, so no dim gets specialised
+OPSET = 18
+VARIANTS = ("fwd", "x", "w", "xw")
+
+
+class _StageModule(nn.Module):
+    def __init__(self, stage: Stage):
+        super().__init__()
+        self.root, self.stage = stage.root, stage
+
+    def forward(self, x, ctx):
+        return self.stage.body(self.root, x, ctx)
+
+
+def _graph_fn(stage: Stage, variant: str, data_names: list[str], ctx_names: list[str],
+              train: list[str], frozen: list[str]):
+    """Flat-argument function of one graph: (x..., ctx..., [gy], trainable..., frozen...)."""
+    mod = _StageModule(stage)
+    first = stage.x_dims == ("data",)
+    nx = len(data_names) if first else 1
+    takes_gy = variant != "fwd" and not stage.head
+
+    def call(x, ctx, wt, wf):
+        params = {"root." + n: t for n, t in zip(train + frozen, list(wt) + list(wf))}
+        return torch.func.functional_call(mod, params, (x, ctx))
+
+    def f(*args):
+        xs, rest = args[:nx], args[nx:]
+        ctx, rest = dict(zip(ctx_names, rest[:len(ctx_names)])), rest[len(ctx_names):]
+        gy, rest = (rest[0], rest[1:]) if takes_gy else (None, rest)
+        wt, wf = rest[:len(train)], rest[len(train):]
+        x = dict(zip(data_names, xs)) if first else xs[0]
+        if variant == "fwd":
+            return call(x, ctx, wt, wf)
+        want_x, want_w = variant in ("x", "xw"), variant in ("w", "xw")
+        with torch.enable_grad():
+            if want_x:
+                x = x.detach().requires_grad_(True)
+            wt = [t.detach().requires_grad_(want_w) for t in wt]
+            out = call(x, ctx, wt, wf)
+            y = out[0] if stage.head else out
+            targets = ([x] if want_x else []) + (list(wt) if want_w else [])
+            return tuple(torch.autograd.grad(y, targets, gy, allow_unused=True, materialize_grads=True))
+
+    return f
+
+
+def _dims(dims: tuple, Dim: dict) -> dict | None:
+    spec = {i: Dim[d] for i, d in enumerate(dims) if d is not None}
+    return spec or None
+
+
+def _export(fn, args: list, names: list[str], dims: list, outputs: list[str], path: Path, Dim: dict) -> list[str]:
+    import onnx
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    gm = make_fx(fn, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*args)
+    for node in gm.graph.nodes:  # tensor constants (e.g. position-id buffers) as real buffers, so
+        if node.op == "get_attr":  # torch.export lifts them instead of meeting them unfaked
+            value = getattr(gm, node.target)
+            if isinstance(value, torch.Tensor) and node.target not in dict(gm.named_buffers()):
+                delattr(gm, node.target)
+                gm.register_buffer(node.target, value)
+    prog = torch.onnx.export(gm, tuple(args), dynamic_shapes=tuple(_dims(d, Dim) for d in dims),
+                             input_names=names, output_names=outputs, dynamo=True, optimize=True,
+                             opset_version=OPSET, verbose=False)
+    prog.save(str(path))
+    mp = onnx.load(str(path))
+    foreign = sorted({f"{n.domain}:{n.op_type}" for n in mp.graph.node if n.domain not in ("", "ai.onnx")})
+    if foreign:
+        raise RuntimeError(f"{path.name}: exported operators outside the default ONNX domain: {foreign}")
+    return sorted({n.op_type for n in mp.graph.node})
+
+
+def _int8_inputs(path: Path, int8: dict[str, bool]) -> None:
+    """Float weight input `w` -> int8 input `w.int8` + per-row `w.scale` (+ `w.zp`) + DequantizeLinear."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    mp = onnx.load(str(path))
+    g = mp.graph
+    nodes, keep = [], []
+    for inp in g.input:
+        if inp.name not in int8:
+            keep.append(inp)
+            continue
+        shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+        n = inp.name
+        keep += [helper.make_tensor_value_info(n + ".int8", TensorProto.INT8, shape),
+                 helper.make_tensor_value_info(n + ".scale", TensorProto.FLOAT, [shape[0]])]
+        ins = [n + ".int8", n + ".scale"]
+        if int8[n]:
+            keep.append(helper.make_tensor_value_info(n + ".zp", TensorProto.INT8, [shape[0]]))
+            ins.append(n + ".zp")
+        nodes.append(helper.make_node("DequantizeLinear", ins, [n], axis=0, name=n + "/dequantize"))
+    del g.input[:]
+    g.input.extend(keep)
+    rest = list(g.node)
+    del g.node[:]
+    g.node.extend(nodes + rest)
+    onnx.checker.check_model(mp)
+    onnx.save(mp, str(path))
+
+
+def _examples(model: nn.Module, prep: PreparedModel) -> dict[str, torch.Tensor]:
+    """Token inputs of the tracing size, some rows padded (the masks' padded branch is traced)."""
+    names = list(example_inputs(model, prep.options))
+    b, t = EXAMPLE["B"], EXAMPLE["T"]
+    vocab = int(getattr(getattr(model, "config", None), "vocab_size", 100))
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(b, t, dtype=torch.long)
+    mask[1:3, t - 9:] = 0
+    out = {"input_ids": torch.randint(1, max(2, vocab), (b, t), generator=g), "attention_mask": mask}
+    if "token_type_ids" in names:
+        out["token_type_ids"] = torch.zeros(b, t, dtype=torch.long)
+    return {n: out[n] for n in names}
+
+
+def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[list[dict], dict]:
+    del cuts  # cost follows each step's selection: no cut-depth programs
+    model, quant = float_copy(prep.model)
+    model.eval()
+    task = prep.options.task
+    p = plan(model, task)
+    table = prep.table
+    trainable = table.param_names()
+    canonical = {id(t): n for n, t in model.named_parameters()}
+    ex = _examples(model, prep)
+    data_names = list(ex)
+    Dim = {k: torch.export.Dim(k, min=1 if k == "B" else 2, max=4096) for k in EXAMPLE}
+    gdir = out / "onnx"
+    gdir.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        ctx = p.context(ex)
+    labels = (torch.randint(0, max(2, len(prep.options.labels)), (EXAMPLE["B"],))
+              if task == "sequence-classification" else ctx["labels"])
+    ctx["labels"] = labels
+    ctx_names = list(p.context_dims)
+    graphs: dict[str, dict] = {}
+    stages, ops = [], set()
+    comp_stage: dict[int, int] = {}
+    h = ex
+    t0 = time.perf_counter()
+    for si, st in enumerate(p.stages):
+        full = {n: dict(st.root.named_parameters(remove_duplicate=False))[n] for n in st.params}
+        gname = {n: canonical[id(t)] for n, t in full.items()}
+        train = [n for n in st.params if gname[n] in trainable]
+        frozen = [n for n in st.params if gname[n] not in trainable]
+        int8 = {n: quant[gname[n]][2] is not None for n in frozen if gname[n] in quant}
+        key = (st.kind, tuple((n, tuple(full[n].shape), n in train, n in int8) for n in st.params))
+        kind = next((k for k, g in graphs.items() if g["key"] == key), None)
+        first = st.x_dims == ("data",)
+        x_args = [h[n] for n in data_names] if first else [h]
+        x_names = data_names if first else ["x"]
+        x_dims = [("B", "T")] * len(data_names) if first else [st.x_dims]
+        with torch.no_grad():
+            y = st.body(st.root, h, ctx)
+        out_y = y[0] if st.head else y
+        if kind is None:  # the first stage of its kind and layout: export its graphs
+            kind = f"{st.kind}{sum(1 for g in graphs.values() if g['kind'] == st.kind) or ''}"
+            files = {}
+            # the first stage's inputs are token ids: no input gradient
+            variants = ["fwd"] + (["w"] if train else []) if first else (
+                ["fwd", "x"] + (["w", "xw"] if train else []))
+            for v in variants:
+                fn = _graph_fn(st, v, data_names, ctx_names, train, frozen)
+                gy = [] if v == "fwd" or st.head else [torch.randn_like(out_y)]
+                gy_dims = [] if v == "fwd" or st.head else [st.y_dims]
+                args = x_args + [ctx[n] for n in ctx_names] + gy + [full[n].detach() for n in train + frozen]
+                names = x_names + ctx_names + (["gy"] if gy else []) + train + frozen
+                dims = x_dims + [p.context_dims[n] for n in ctx_names] + gy_dims + [()] * (len(train) + len(frozen))
+                outputs = (["loss", "logits"] if st.head else ["y"]) if v == "fwd" else (
+                    (["gx"] if v in ("x", "xw") else []) + (["g." + n for n in train] if v in ("w", "xw") else []))
+                rel = f"onnx/{kind}.{v}.onnx"
+                ops |= set(_export(fn, args, names, dims, outputs, out / rel, Dim))
+                if int8:
+                    _int8_inputs(out / rel, int8)
+                files[v] = rel
+            graphs[kind] = {"key": key, "kind": st.kind, "files": files}
+        members = [i for i, c in enumerate(table) if any(r.name in {gname[n] for n in st.params} for r in c.params)]
+        for i in members:
+            if i in comp_stage:
+                raise UserError(f"component {table[i].name} spans stages {p.stages[comp_stage[i]].name} and {st.name}")
+            comp_stage[i] = si
+        stages.append({"name": st.name, "graphs": kind, "head": st.head, "first": first,
+                       "params": [{"input": n, "key": gname[n],
+                                   "role": "trainable" if n in train else ("int8" if n in int8 else "frozen")}
+                                  for n in st.params],
+                       "components": members})
+        h = out_y
+    missing = [table[i].name for i in range(len(table)) if i not in comp_stage]
+    if missing:
+        raise UserError(f"the onnx stage plan does not cover components {missing[:3]}")
+    ctx_fn = lambda *a: tuple(p.context(dict(zip(data_names, a))).values())  # noqa: E731
+    ctx_out = [n for n in p.context_dims if n in p.context(ex)]
+    ops |= set(_export(ctx_fn, list(ex.values()), data_names, [("B", "T")] * len(data_names),
+                       ctx_out, out / "onnx/context.onnx", Dim))
+    programs = [{"name": f"{k}.{v}", "kind": "graph", "files": {"onnx": f}}
+                for k, g in graphs.items() for v, f in g["files"].items()]
+    programs.append({"name": "context", "kind": "graph", "files": {"onnx": "onnx/context.onnx"}})
+    info = {"opset": OPSET, "family": p.family, "task": task, "data_inputs": data_names,
+            "context_outputs": ctx_out, "context_inputs": ctx_names, "stages": stages,
+            "graphs": {k: g["files"] for k, g in graphs.items()}, "operators": sorted(ops),
+            "dynamic_axes": True, "dropout": "off (graphs traced in eval mode)",
+            "export_graphs_s": round(time.perf_counter() - t0, 1)}
+    return programs, info
