@@ -25,7 +25,8 @@ from common import environment, run_child, write_results  # noqa: E402
 POLICIES = {"full": dict(policy="full"), "top-p 0.3": dict(policy="top-p", top_p=0.3),
             "budget 0.4": dict(policy="budget", budget=0.4),
             # `rgft-edge train`'s default: half the backward work on top of the forward floor
-            "budget auto": dict(policy="budget", budget=None)}
+            "budget auto": dict(policy="budget", budget=None),
+            "budget 0.5": dict(policy="budget", budget=0.5), "head-only": dict(policy="head-only")}
 
 
 def child(artifact: str, policy: str, steps: int, threads: int, seed: int) -> dict:
@@ -86,6 +87,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--policies", nargs="*", default=list(POLICIES)[:4], choices=list(POLICIES))
+    ap.add_argument("--name", default="runners", help="results file stem (NAME.json, NAME.md)")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--child", nargs=2, metavar=("ARTIFACT", "POLICY"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -94,7 +97,7 @@ def main() -> None:
         return
     rows = []
     for rep in range(args.repeats):
-        for policy in POLICIES:
+        for policy in args.policies:
             for art in args.artifacts:
                 t0 = time.perf_counter()
                 res = run_child([sys.executable, __file__, "--child", art, policy, "--steps", str(args.steps),
@@ -104,7 +107,7 @@ def main() -> None:
                 print(rows[-1]["artifact"], policy, res.get("median_step_s", res.get("error")), flush=True)
     meta = environment(steps=args.steps, excluded_steps=2, repeats=args.repeats, threads=args.threads,
                        seed=args.seed, batch="16x64 (artifact input spec)")
-    write_results(args.out, "runners", meta, rows, markdown)
+    write_results(args.out, args.name, meta, rows, markdown)
 
 
 def markdown(meta: dict, rows: list[dict]) -> str:

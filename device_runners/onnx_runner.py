@@ -142,6 +142,7 @@ class OnnxBackend(ProgramBackendTraits):
             if need_w:
                 grads.update({p["key"]: g for p, g in zip(st.trainable, outs) if p["key"] in want})
         return StepOutput(loss, grads, None, {"program": f"stages {self.stages[lowest].name}..head",
+                                              "cut_depth": int(min(self.table.depths[i] for i in chosen)),
                                               "lowest_stage": lowest, "gradient_graphs": len(ran)})
 
     def commit(self, touched: list[str]) -> None:

@@ -38,6 +38,19 @@ OPSET = 18
 VARIANTS = ("fwd", "x", "w", "xw")
 
 
+def _backward_decompositions() -> dict:
+    """Activation backward ops the ONNX exporter has no translation for (SiLU's, in Llama's MLP),
+    written as the forward ops they are made of."""
+    from torch._decomp import get_decompositions
+
+    aten = torch.ops.aten
+    return get_decompositions([aten.silu_backward, aten.sigmoid_backward, aten.tanh_backward,
+                               aten.threshold_backward, aten.hardswish_backward, aten.hardsigmoid_backward])
+
+
+_BACKWARD_DECOMPOSITIONS = _backward_decompositions()
+
+
 class _StageModule(nn.Module):
     def __init__(self, stage: Stage):
         super().__init__()
@@ -89,7 +102,8 @@ def _export(fn, args: list, names: list[str], dims: list, outputs: list[str], pa
     import onnx
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    gm = make_fx(fn, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*args)
+    gm = make_fx(fn, tracing_mode="symbolic", decomposition_table=_BACKWARD_DECOMPOSITIONS,
+                 _allow_non_fake_inputs=True)(*args)
     for node in gm.graph.nodes:  # tensor constants (e.g. position-id buffers) as real buffers, so
         if node.op == "get_attr":  # torch.export lifts them instead of meeting them unfaked
             value = getattr(gm, node.target)
