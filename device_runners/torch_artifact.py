@@ -18,7 +18,7 @@ from safetensors.numpy import load_file
 from rgft_edge.artifact import Artifact, ArtifactError
 from rgft_edge.quiet import quiet_third_party
 
-from .torch_eager import TorchEagerBackend
+from .torch_eager import TorchEagerBackend, causal_lm_loss, classification_loss
 
 HEAD_NAMES = ("classifier", "score")
 
@@ -90,4 +90,5 @@ def open_torch_artifact(artifact: Artifact, threads: int) -> TorchEagerBackend:
     """The eager backend over a model rebuilt from a `torch` artifact (its registered runner)."""
     torch.set_num_threads(threads)
     spec = artifact.manifest["input_spec"]
-    return TorchEagerBackend(build_model(artifact), artifact.table, eval_batch_size=spec["batch_size"])
+    loss = causal_lm_loss if artifact.manifest["source_model"]["task"] == "causal-lm" else classification_loss
+    return TorchEagerBackend(build_model(artifact), artifact.table, loss, eval_batch_size=spec["batch_size"])

@@ -8,8 +8,12 @@
 # Env: WORK (cache dir), OUTDIR (run dir, default WORK/run/out), ORT_VERSION (override the onnxruntime pin).
 set -euo pipefail
 
-ARTIFACT=$(realpath "${1:-/tmp/onnxgen/art-loraint8/onnx}")
-CSV=$(realpath "${2:-/tmp/onnxgen/reviews.csv}")
+if [[ $# -lt 2 ]]; then
+  echo "usage: $0 ARTIFACT CSV   (an artifact compiled with --backend onnx; a CSV with review,sentiment columns)" >&2
+  exit 2
+fi
+ARTIFACT=$(realpath "$1")
+CSV=$(realpath "$2")
 WORK=${WORK:-/tmp/rgft-aarch64}
 OUTDIR=${OUTDIR:-$WORK/run/out}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,7 +21,8 @@ ROOT=$WORK/root      # arm64 Debian userland
 SITE=$WORK/site      # third-party aarch64 wheels (cached per requirement list)
 APP=$WORK/app        # this project, rebuilt every run (pure Python)
 NICE=(nice -n 19)    # keep CPU use low: this may share a machine with benchmarks
-QEMU=(qemu-aarch64-static -L "$ROOT" "$ROOT/usr/bin/python3.11")
+# -P: do not put the cwd on sys.path (from the repo, its bare rgft_edge/ would shadow the install)
+QEMU=(qemu-aarch64-static -L "$ROOT" "$ROOT/usr/bin/python3.11" -P)
 mkdir -p "$WORK"
 
 now() { date +%s.%N; }

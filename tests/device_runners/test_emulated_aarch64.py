@@ -1,0 +1,28 @@
+"""`rgft-edge train` of an `onnx` artifact on linux aarch64 (Debian 12 arm64 userland, the
+device-onnx extra's aarch64 wheels) under qemu user-mode emulation, through
+`scripts/emulate_aarch64.sh`. Opt-in (RGFT_EMULATE_AARCH64=1): the first run downloads an arm64
+Debian userland and the wheels (~560 MB), and needs root for the host tools."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_sentiment_csv
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "emulate_aarch64.sh"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("RGFT_EMULATE_AARCH64") != "1", reason="opt-in: RGFT_EMULATE_AARCH64=1")
+def test_train_an_onnx_artifact_on_emulated_aarch64(tiny_artifacts, tmp_path):
+    data = write_sentiment_csv(tmp_path / "reviews.csv", n=40)
+    out = tmp_path / "run" / "out"
+    res = subprocess.run(["bash", str(SCRIPT), str(tiny_artifacts["onnx"]), str(data)], capture_output=True,
+                         text=True, timeout=1800, env={**os.environ, "OUTDIR": str(out)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads((out.parent / "emulation.json").read_text())
+    assert report["machine"] == "aarch64"
+    assert report["steps"] == 6 and report["stop_reason"] == "completed"
