@@ -40,6 +40,7 @@ class OnnxBackend(ProgramBackendTraits):
 
     def __init__(self, artifact: Artifact, threads: int):
         ort.set_default_logger_severity(3)
+        _shared_arena()
         self.artifact, self.table, self.threads = artifact, artifact.table, threads
         info = artifact.manifest["backend_info"]
         self.task, self.data_inputs = info["task"], info["data_inputs"]
@@ -48,6 +49,9 @@ class OnnxBackend(ProgramBackendTraits):
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
         # spinning worker threads burn a shared core for nothing between the small graphs
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # every session draws from one process-wide arena (_shared_arena): per-session arenas
+        # for 13+ graphs doubled peak RSS on MiniLM (484 vs 251 MB)
+        so.add_session_config_entry("session.use_env_allocators", "1")
         self._options = so
         self.sessions = {(kind, v): self._session(f) for kind, files in info["graphs"].items()
                          for v, f in files.items()}
@@ -182,6 +186,17 @@ class OnnxBackend(ProgramBackendTraits):
 
     def close(self) -> None:
         self.sessions = {}
+
+
+_ARENA = []
+
+
+def _shared_arena() -> None:
+    """One CPU arena for every session of the process (each session would otherwise grow its own)."""
+    if not _ARENA:
+        mem = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(mem, ort.OrtArenaCfg(0, -1, -1, -1))
+        _ARENA.append(mem)
 
 
 def _has_training_build() -> bool:

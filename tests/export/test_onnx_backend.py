@@ -36,7 +36,7 @@ def text(n=4, t=12, labels=True, seed=0):
     g = np.random.default_rng(seed)
     b = {"input_ids": g.integers(5, 25, (n, t)), "attention_mask": np.ones((n, t), np.int64),
          "token_type_ids": np.zeros((n, t), np.int64)}
-    b["attention_mask"][1, t - 4:] = 0  # a padded row: the masks' padded branch must match too
+    b["attention_mask"][min(1, n - 1), t - 4:] = 0  # a padded row: the masks' padded branch must match too
     if labels:
         b["labels"] = g.integers(0, 2, n)
     return b
