@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -344,19 +345,30 @@ def test_codecarbon_offline_writes_no_files(tmp_path):
     assert leftovers == [], leftovers
 
 
-def test_window_peak_is_per_window_and_the_run_peak_keeps_them_all(tmp_path):
-    import numpy as np
+WINDOW_SCRIPT = """
+import json
+import numpy as np
+from rgft_edge.meters import MemoryMeter
 
-    from rgft_edge.meters import MemoryMeter
+m = MemoryMeter(interval_s=10.0, whole_process=True).start()  # no sampling thread in the way
+first = m.window_peak()  # lifetime high-water mark (whole process)
+block = np.ones(60_000_000 // 8)  # 60 MB touched
+peak_with = m.window_peak()
+del block
+m.window_peak()  # the window in which the block was freed: the new one starts without it
+after = m.window_peak()
+m.stop()
+print(json.dumps({"first": first, "with": peak_with, "after": after, "peak": m.peak_rss_bytes,
+                  "per_window": m.peak_was_reset is False and m.reset_peak()}))
+"""
 
-    m = MemoryMeter(interval_s=10.0, whole_process=True).start()  # no sampling thread in the way
-    first = m.window_peak()  # lifetime high-water mark (whole process)
-    block = np.ones(60_000_000 // 8)  # 60 MB touched
-    peak_with = m.window_peak()
-    del block
-    m.window_peak()  # the window in which the block was freed: the new one starts without it
-    after = m.window_peak()
-    m.stop()
-    assert m.peak_rss_bytes >= max(first, peak_with, after)
-    if m.peak_was_reset is False and m.reset_peak():  # VmHWM can be reset here: windows are per window
-        assert peak_with - after > 40e6
+
+def test_window_peak_is_per_window_and_the_run_peak_keeps_them_all():
+    # a fresh process: in the test process, heap freed by earlier tests (and allocator settings a
+    # memory-budget test made) can serve the 60 MB without raising the resident set
+    out = subprocess.run([sys.executable, "-c", WINDOW_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["peak"] >= max(r["first"], r["with"], r["after"])
+    if r["per_window"]:  # VmHWM can be reset here: windows are per window
+        assert r["with"] - r["after"] > 40e6

@@ -1,0 +1,98 @@
+"""`rgft-edge train` as a device runs it: compiled artifacts trained by a given venv's CLI (e.g. the
+stock-onnxruntime `.venv-device-onnx`, no torch), one process per run, on Rotten Tomatoes rows
+written to a CSV. Records what the run's own summary measured: peak RSS of the whole process
+(VmHWM), median step time, held-out accuracy, components per step.
+
+    python benchmarks/device_train.py --artifacts DIR [DIR ...] --venv .venv-device-onnx \
+        [--steps 60] [--eval-examples 300] [--threads 2] [--name device-train]
+
+Writes benchmarks/results/NAME.json and NAME.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import environment, write_results  # noqa: E402
+
+
+def write_csv(path: Path, rows: int) -> None:
+    from rgft_edge.data import rotten_tomatoes
+
+    ds = rotten_tomatoes()
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["review", "sentiment"])
+        for text, label in list(zip(ds.texts, ds.labels))[:rows]:
+            w.writerow([text, ds.label_names[label]])
+
+
+def run(venv: Path, artifact: str, data: Path, args, out: Path) -> dict:
+    argv = [str(venv / "bin" / "rgft-edge"), "train", artifact, "--data", str(data), "--text-column", "review",
+            "--label-column", "sentiment", "--policy", args.policy, "--max-steps", str(args.steps),
+            "--eval-examples", str(args.eval_examples), "--threads", str(args.threads), "--seed", "0",
+            "--no-progress", "--out", str(out)]
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": os.environ.get("HOME", "/tmp")}
+    res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=3600)
+    if res.returncode != 0:
+        return {"error": (res.stderr or res.stdout).strip().splitlines()[-1][:300]}
+    s = json.loads((out / "summary.json").read_text())
+    env_rec = json.loads((out / "config.json").read_text()).get("environment", {})
+    return {"peak_rss_mb": s.get("peak_rss_bytes", 0) / 1e6 if "peak_rss_bytes" in s else s.get("peak_rss_mb"),
+            "median_step_s": s.get("median_step_time_s"), "accuracy": s.get("held_out_accuracy"),
+            "steps": s.get("steps"), "components": s.get("mean_components_updated_per_step"),
+            "memory_source": s.get("memory_source"), "runtime": env_rec}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--artifacts", nargs="+", required=True)
+    ap.add_argument("--venv", default=".venv-device-onnx")
+    ap.add_argument("--policy", default="budget")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--eval-examples", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default="device-train")
+    ap.add_argument("--out", default="benchmarks/results")
+    args = ap.parse_args()
+    venv = Path(args.venv).resolve()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "rotten-tomatoes.csv"
+        write_csv(data, args.steps * 32 + args.eval_examples + 200)
+        for art in args.artifacts:
+            res = run(venv, art, data, args, Path(tmp) / Path(art).name)
+            rows.append({"artifact": Path(art).name, "policy": args.policy, **res})
+            print(rows[-1], flush=True)
+    meta = environment(venv=str(venv), steps=args.steps, eval_examples=args.eval_examples, threads=args.threads,
+                       seed=0, policy=args.policy)
+    write_results(args.out, args.name, meta, rows, markdown)
+
+
+def markdown(meta: dict, rows: list[dict]) -> str:
+    lines = [f"`rgft-edge train` from `{meta['venv']}`, {meta['steps']} steps, policy {meta['policy']}, "
+             f"{meta['threads']} threads, seed 0, {meta['eval_examples']} held-out Rotten Tomatoes snippets; "
+             "one process per run; peak RSS is the whole process's (VmHWM), as the run measured it.", "",
+             "| artifact | runtime | peak RSS (MB) | median step (ms) | held-out accuracy | components/step |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['artifact']} | error: {r['error']} | | | | |")
+            continue
+        rt = r["runtime"]
+        name = ", ".join(f"{k} {v}" for k, v in rt.items() if k != "threads")
+        lines.append(f"| {r['artifact']} | {name} | {r['peak_rss_mb']:.0f} | {r['median_step_s'] * 1000:.0f} | "
+                     f"{r['accuracy']:.4f} | {r['components']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
