@@ -41,12 +41,20 @@ def test_memory_budget_just_above_minimum_shrinks_selections_and_holds(wide_mode
     long_csv.write_text("\n".join([rows[0]] + [r.replace('"', "") + " the movie the film" * 12 for r in rows[1:]]))
     refused = run_cli(*common(wide_model_dir, long_csv, tmp_path / "r0", "--memory-budget", "1MB"))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    minimum = float(re.search(r"at least ([0-9.]+) GB", refused.stderr).group(1)) * 1e9
-    budget = int(minimum + 40e6)  # room for a few top components, not for full backprop
-    done = run_cli(*common(wide_model_dir, long_csv, tmp_path / "r1", "--memory-budget", str(budget), "--epochs", "3"))
+    for attempt in range(2):
+        minimum = float(re.search(r"at least ([0-9.]+) GB", refused.stderr).group(1)) * 1e9
+        budget = int(minimum + 40e6)  # room for a few top components, not for full backprop
+        done = run_cli(*common(wide_model_dir, long_csv, tmp_path / f"r{attempt + 1}", "--memory-budget",
+                               str(budget), "--epochs", "3"))
+        if done.returncode != 2:
+            break
+        # the minimum is measured (resident file-backed pages of the loaded libraries vary with the
+        # page cache), so a later process may need a little more: a refusal that says so is allowed
+        refused = done
+    out = tmp_path / f"r{attempt + 1}"
     # 6: the run stopped itself when resident memory (optimizer state, caches) left no room
     assert done.returncode in (0, 6), done.stderr[-2000:]
-    s = json.loads((tmp_path / "r1" / "summary.json").read_text())
+    s = json.loads((out / "summary.json").read_text())
     assert s["memory_guard_shrunk_steps"] > 0 and s["steps"] > 0
     assert s["mean_components_updated_per_step"] < s["components"]  # 'full' was asked for
     assert s["peak_rss_bytes"] <= budget, (s["peak_rss_bytes"], budget)
