@@ -88,7 +88,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             lines.append(f"| {r['artifact']} | error: {r['error']} | | | | |")
             continue
         rt = r["runtime"]
-        name = ", ".join(f"{k} {v}" for k, v in rt.items() if k != "threads")
+        name = f"onnxruntime {rt.get('onnxruntime')} ({rt.get('onnxruntime_build', '?')})" if "onnxruntime" in rt else \
+            ", ".join(f"{k} {v}" for k, v in rt.items() if k in ("torch", "executorch"))
         lines.append(f"| {r['artifact']} | {name} | {r['peak_rss_mb']:.0f} | {r['median_step_s'] * 1000:.0f} | "
                      f"{r['accuracy']:.4f} | {r['components']:.2f} |")
     return "\n".join(lines) + "\n"
