@@ -181,6 +181,7 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
     gdir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         ctx = p.context(ex)
+    ctx_out = list(ctx)  # what the context graph returns (the LM plan includes the labels)
     labels = (torch.randint(0, max(2, len(prep.options.labels)), (EXAMPLE["B"],))
               if task == "sequence-classification" else ctx["labels"])
     ctx["labels"] = labels
@@ -241,7 +242,6 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
     if missing:
         raise UserError(f"the onnx stage plan does not cover components {missing[:3]}")
     ctx_fn = lambda *a: tuple(p.context(dict(zip(data_names, a))).values())  # noqa: E731
-    ctx_out = [n for n in p.context_dims if n in p.context(ex)]
     ops |= set(_export(ctx_fn, list(ex.values()), data_names, [("B", "T")] * len(data_names),
                        ctx_out, out / "onnx/context.onnx", Dim))
     programs = [{"name": f"{k}.{v}", "kind": "graph", "files": {"onnx": f}}
