@@ -186,49 +186,51 @@ class TorchEagerBackend:
         return {"safetensors": str(path)}
 
     def activation_bytes(self, batch: Batch) -> np.ndarray:
-        """Bytes autograd saves for backward, per component, on one fully-trainable step.
-
-        Saved tensors are attributed to the component whose parameters most recently ran (forward
-        order), deduplicated by storage; this is what a step keeps alive from the cut depth up.
-        """
-        table = self.table
-        owner: dict[str, int] = {}
-        for i, c in enumerate(table):
-            for r in c.params:
-                owner.setdefault(r.name.rsplit(".", 1)[0], i)
-        current = [0]
-        handles = []
-        for path, mod in self.model.named_modules():
-            if path in owner:
-                handles.append(mod.register_forward_pre_hook(
-                    lambda m, a, i=owner[path]: current.__setitem__(0, i)))
-        sizes = np.zeros(len(table))
-        seen: set[int] = set()
-
-        def pack(t: torch.Tensor):
-            try:
-                key = t.untyped_storage().data_ptr()
-                if key not in seen and not isinstance(t, nn.Parameter):
-                    seen.add(key)
-                    sizes[current[0]] += t.untyped_storage().nbytes()
-            except (RuntimeError, NotImplementedError):
-                pass  # tensor subclasses without plain storage (int8 weights) are not activations
-            return t
-
-        self.set_trainable(np.ones(len(table), bool))
+        """Bytes autograd saves for backward, per component, on one fully-trainable step."""
+        self.set_trainable(np.ones(len(self.table), bool))
         self.model.train()
         try:
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                loss, _ = self.loss_fn(self.model, self.to_tensors(batch))
-            del loss
+            return saved_activation_bytes(self.model, self.table,
+                                          lambda: self.loss_fn(self.model, self.to_tensors(batch))[0])
         finally:
-            for h in handles:
-                h.remove()
             self.commit([])
-        return sizes
 
     def close(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles = []
 
+
+def saved_activation_bytes(model: nn.Module, table: ComponentTable, forward: Callable[[], Any]) -> np.ndarray:
+    """Bytes autograd saves for backward per component while `forward()` runs (the parameters
+    that should count must already require grad). Saved tensors are attributed to the component
+    whose parameters most recently ran (forward order), deduplicated by storage: what a step keeps
+    alive from its cut depth up. The graph is never back-propagated."""
+    owner: dict[str, int] = {}
+    for i, c in enumerate(table):
+        for r in c.params:
+            owner.setdefault(r.name.rsplit(".", 1)[0], i)
+    current = [0]
+    handles = [mod.register_forward_pre_hook(lambda m, a, i=owner[path]: current.__setitem__(0, i))
+               for path, mod in model.named_modules() if path in owner]
+    sizes = np.zeros(len(table))
+    seen: set[int] = set()
+
+    def pack(t: torch.Tensor):
+        try:
+            key = t.untyped_storage().data_ptr()
+            if key not in seen and not isinstance(t, nn.Parameter):
+                seen.add(key)
+                sizes[current[0]] += t.untyped_storage().nbytes()
+        except (RuntimeError, NotImplementedError):
+            pass  # tensor subclasses without plain storage (int8 weights) are not activations
+        return None  # counted, not kept: nothing back-propagates, and the profile costs no memory
+
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = forward()
+        del out
+    finally:
+        for h in handles:
+            h.remove()
+    return sizes

@@ -29,7 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .api_memory import ApiMemoryGuard
 from .api_run import RunLog
+from .budgets.units import parse_bytes
 from .components import ComponentTable
 from .costs import CostModel
 from .error_map import ErrorMap
@@ -64,7 +66,12 @@ class RGFT:
         run_dir: write the CLI's run directory there (metrics.jsonl, error map, summary.json,
             power.json; `finish(report=True)` adds report.html).
         energy_budget, time_budget: e.g. "2Wh" / 500 (J), "20m" / 90 (s); `should_stop()` turns
-            true once spent. Energy comes from the best power source found (a sensor, else the
+            true once spent.
+        memory_budget: e.g. "1.2GB" / bytes: peak RSS of the whole process kept under it (the
+            CLI's guard: selections shrink, the heap is trimmed, `should_stop()` says "memory budget
+            reached" before the OOM killer would act). Needs `example_inputs` as large as your
+            largest batch (a training step is measured on it); refused with the measured minimum
+            when too small. Energy comes from the best power source found (a sensor, else the
             device profile's model; the summary names which).
         profile: a device profile name or YAML (power model); detected when omitted.
     """
@@ -73,7 +80,7 @@ class RGFT:
                  granularity: str = "block", table: ComponentTable | None = None, batch_size: int = 16,
                  beta: float = 0.9, max_staleness: int = 20, seed: int = 0, run_dir: str | Path | None = None,
                  energy_budget: str | float | None = None, time_budget: str | float | None = None,
-                 profile: str | None = None, **policy_options: Any):
+                 profile: str | None = None, memory_budget: str | float | None = None, **policy_options: Any):
         self.model = model
         self.table = table if table is not None else build_component_table(model, granularity, example_inputs)
         self.cost = CostModel(self.table, batch_size)
@@ -91,10 +98,18 @@ class RGFT:
         self._optimizer: RGFTOptimizer | None = None  # its AdamW is what checkpoints save
         self._t_step = 0.0
         self.run: RunLog | None = None  # meters, budgets and run directory, when asked for
-        if run_dir is not None or energy_budget is not None or time_budget is not None or profile is not None:
+        if any(v is not None for v in (run_dir, energy_budget, time_budget, profile, memory_budget)):
             self.run = RunLog(self.table, run_dir, energy_budget, time_budget, profile,
                               {"policy": policy, "granularity": self.table.granularity, "seed": seed,
+                               "memory_budget": memory_budget,
                                **{k: v for k, v in policy_options.items() if isinstance(v, (int, float, str))}})
+        self._guard: ApiMemoryGuard | None = None
+        if memory_budget is not None:
+            budget = parse_bytes(memory_budget) if isinstance(memory_budget, str) else float(memory_budget)
+            if budget <= 0:
+                raise ValueError(f"memory_budget must be positive, got {memory_budget!r}")
+            self._guard = self.run.guard = ApiMemoryGuard(model, self.table, self._set_trainable, example_inputs,
+                                                          self.run.memory, budget)
 
     # -- the loop ---------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -108,13 +123,25 @@ class RGFT:
         entry; call it yourself when forward/backward are out of your hands, e.g. a Trainer)."""
         probe = self.step_count == 0 and self.policy.uses_scores  # measure everything once
         sel, _ = choose(self.policy, self.error_map, self.step_count, "grad-norm", self._depth, probe)
-        on = {n for i in np.flatnonzero(sel.mask) for n in self._comp_params[i]}
-        for n, p in self._params.items():
-            p.requires_grad_(n in on)
-            p.grad = None
+        if self._guard is not None:
+            sel = self._guard.fit(sel, self._state_mask())
+        self._set_trainable(sel.mask)
         self.selection = sel
         self._t_step = time.perf_counter()
         return sel
+
+    def _set_trainable(self, mask: np.ndarray) -> None:
+        on = {n for i in np.flatnonzero(mask) for n in self._comp_params[i]}
+        for n, p in self._params.items():
+            p.requires_grad_(n in on)
+            p.grad = None
+
+    def _state_mask(self) -> np.ndarray:
+        """Components whose AdamW state is held (it counts against a memory budget)."""
+        mask = np.zeros(len(self.table), bool)
+        if self._optimizer is not None:
+            mask[list(self._optimizer.adamw.state)] = True
+        return mask
 
     def end_step(self) -> None:
         """Score the selected components from their gradients (after backward, before the update)."""
@@ -139,6 +166,9 @@ class RGFT:
         if self.run is not None:
             self.run.step(self.step_count, self.selection.mask, self.selection.lr_mult, self.error_map.scores,
                           time.perf_counter() - self._t_step, skipped=not ok)
+        if self._guard is not None:
+            self.run.memory_stop, self.error_map.exempt = self._guard.after_step(self.selection.mask,
+                                                                                 self._state_mask())
         self.step_count += 1
         self.selection = None
 
@@ -155,7 +185,8 @@ class RGFT:
     def log(self, **values: float) -> None:
         """Attach values (e.g. loss=loss) to the current step's record in metrics.jsonl."""
         if self.run is not None:
-            self.run.pending.update({k: float(v) for k, v in values.items()})
+            self.run.pending.update({k: float(v.detach() if isinstance(v, torch.Tensor) else v)
+                                     for k, v in values.items()})
 
     def log_eval(self, **metrics: float) -> None:
         """Record an evaluation (e.g. accuracy=0.81) at the current step (the report plots it)."""
@@ -163,14 +194,16 @@ class RGFT:
             self.run.log_eval(self.step_count, {k: float(v) for k, v in metrics.items()})
 
     def should_stop(self) -> str | None:
-        """The reason to stop ("energy budget reached", "time budget reached") or None."""
+        """The reason to stop ("energy budget reached", "time budget reached", "memory budget
+        reached") or None."""
         return self.run.should_stop() if self.run is not None else None
 
     def finish(self, report: bool = True) -> dict[str, Any]:
         """Stop the meters; write summary.json, power.json, the error map (and report.html) to the
         run directory; return the summary (energy with its source, peak RSS, components per step)."""
         if self.run is None:
-            raise RuntimeError("finish() needs run_dir, energy_budget, time_budget or profile at RGFT(...)")
+            raise RuntimeError("finish() needs run_dir, energy_budget, time_budget, memory_budget or profile "
+                               "at RGFT(...)")
         return self.run.finish(self.step_count, report)
 
     @property

@@ -43,6 +43,8 @@ class RunLog:
         self.counts: list[int] = []
         self.step_times: list[float] = []
         self.stop_reason: str | None = None
+        self.guard = None  # the memory guard (api_memory.ApiMemoryGuard), when there is a memory budget
+        self.memory_stop: str | None = None  # its reason to stop, set after each step
         if self.writer is not None:
             self.writer.write_json("config.json", {"config": {"api": True, **config}, "environment": {
                 "python": platform.python_version(), "machine": platform.machine(), "cpu_count": os.cpu_count()}})
@@ -65,7 +67,9 @@ class RunLog:
 
     def should_stop(self) -> str | None:
         """"energy budget reached" / "time budget reached" once spent (the CLI's stop reasons)."""
-        if self.energy_budget_j is not None and self.energy.snapshot().energy_j >= self.energy_budget_j:
+        if self.memory_stop is not None:
+            self.stop_reason = self.memory_stop
+        elif self.energy_budget_j is not None and self.energy.snapshot().energy_j >= self.energy_budget_j:
             self.stop_reason = "energy budget reached"
         elif self.time_budget_s is not None and time.perf_counter() - self.t0 >= self.time_budget_s:
             self.stop_reason = "time budget reached"
@@ -83,6 +87,7 @@ class RunLog:
             "wall_time_s": time.perf_counter() - self.t0, "power_profile": self.profile.name,
             "energy_budget_j": self.energy_budget_j, "time_budget_s": self.time_budget_s,
             **energy_per_run_summary(energy, self.memory), "energy_notes": energy.notes,
+            **(self.guard.summary() if self.guard is not None else {"memory_budget_bytes": None}),
         }
         if self.writer is not None:
             self.writer.close()

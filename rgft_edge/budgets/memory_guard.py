@@ -195,24 +195,30 @@ class MemoryGuard:
 def measure_memory_guard(backend: Backend, sample: dict, meter: MemoryMeter, budget: float) -> MemoryGuard:
     """The guard for a run about to train: base measured after load (heap trimmed), each cut
     depth's need measured on `sample` (the widest batch), the load peak checked against the budget."""
-    table = backend.table
     # Saved-tensor profile on two rows, scaled: a first guess, before any step is measured.
     rows = len(next(iter(sample.values())))
     acts = backend.activation_bytes({k: v[:2] for k, v in sample.items()})
-    acts = np.zeros(len(table)) if acts is None else acts * (rows / min(2, rows))
-    load_peak = meter.window_peak()  # model load, data (and cost calibration) so far
-    trim_heap()  # what loading left free goes back before the base is measured
-    model = MemoryModel.for_table(table, meter.current_rss_bytes, acts)
-    model.margin_bytes = 0.05 * model.base_bytes  # allocator slack the profile cannot see
+    acts = np.zeros(len(backend.table)) if acts is None else acts * (rows / min(2, rows))
 
     def one_step(mask):  # gradients dropped, weights untouched
         backend.train_step(sample, mask, False)
         backend.commit([])
 
-    if not profile_cut_peaks(model, one_step, meter.window_peak, budget):
+    return profiled_guard(backend.table, acts, one_step, meter, budget)
+
+
+def profiled_guard(table: ComponentTable, activation_bytes: np.ndarray, run_step: Callable[[np.ndarray], None],
+                   meter: MemoryMeter, budget: float) -> MemoryGuard:
+    """Measure the memory model (base after load, one `run_step(mask)` per cut depth that fits)
+    and return its guard; refused with the measured minimum when the budget is too small."""
+    load_peak = meter.window_peak()  # model load, data (and cost calibration) so far
+    trim_heap()  # what loading left free goes back before the base is measured
+    model = MemoryModel.for_table(table, meter.current_rss_bytes, activation_bytes)
+    model.margin_bytes = 0.05 * model.base_bytes  # allocator slack the profile cannot see
+    if not profile_cut_peaks(model, run_step, meter.window_peak, budget):
         # not even the cheapest step fits: measure it anyway (nothing trains; the run is refused)
         # so the minimum in the refusal is measured, not guessed
-        profile_cut_peaks(model, one_step, meter.window_peak, float("inf"), levels=1)
+        profile_cut_peaks(model, run_step, meter.window_peak, float("inf"), levels=1)
     trim_heap()
     # the first steps leave runtime caches behind (~100 MB on MiniLM): the base is measured after
     model.base_bytes = model.resident_bytes = max(model.base_bytes, meter.current_rss_bytes)
