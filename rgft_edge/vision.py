@@ -167,3 +167,65 @@ def load_image_classifier(name_or_dir: str, num_labels: int, image_size: int | N
     encoder = ImageEncoder(image_size or int(side), mean=p.get("image_mean", (0.485, 0.456, 0.406)),
                            std=p.get("image_std", (0.229, 0.224, 0.225)))
     return HFImageClassifier(hf), encoder
+
+
+def add_image_lora(model: nn.Module, r: int, alpha: float, targets: list[str] | None = None) -> nn.Module:
+    """`--adapter lora` for an image classifier: peft LoRA on every dense layer of the backbone —
+    nn.Linear and ungrouped nn.Conv2d with a 1x1 kernel (the pointwise convs that hold most of a
+    mobile CNN's weights; depthwise convs have no low-rank form worth the name) — with the head
+    trained in full. BatchNorm stays frozen as in the full-weight image task. `targets` (module
+    names) replaces that choice: a device re-attaches exactly the adapters its artifact lists."""
+    from peft import LoraConfig, get_peft_model
+
+    head = "_fc" if isinstance(model, EfficientNetLite0) else "classifier"
+    if targets is None:
+        targets = sorted(name for name, m in model.named_modules()
+                         if name and head not in name.split(".")
+                         and (isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1
+                                                            and m.kernel_size == (1, 1))))
+    if not targets:
+        raise ModelError(f"{type(model).__name__} has no linear or 1x1 convolution layer to put LoRA on")
+    heads = [n for n, _ in model.named_modules() if n.split(".")[-1] == head]
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, modules_to_save=heads[:1] or None)
+    model = get_peft_model(model, cfg)
+    for name, p in model.named_parameters():
+        p.requires_grad_("lora_" in name or "modules_to_save" in name)
+    return model
+
+
+def image_lora_targets(model: nn.Module) -> list[str]:
+    """The module names `add_image_lora` put adapters on (recorded in a compiled artifact)."""
+    return sorted(model.peft_config["default"].target_modules)
+
+
+def image_source(model: nn.Module, name_or_dir: str) -> dict:
+    """What a device needs to rebuild `model` (as `load_image_classifier` returned it, before any
+    adapter) without the hub or pickles: a small config for the shipped CNN, the HF config JSON
+    for an HF folder. The weights travel separately (safetensors)."""
+    task = "image-classification"
+    if isinstance(model, EfficientNetLite0):
+        return {"path": name_or_dir, "family": "efficientnet-lite0", "architecture": "EfficientNetLite0",
+                "task": task, "config": {"model_type": "efficientnet-lite0", "num_classes": model._fc.out_features,
+                                         "dropout": model._dropout.p}}
+    if isinstance(model, HFImageClassifier):
+        cfg = json.loads(model.model.config.to_json_string())
+        return {"path": name_or_dir, "family": cfg.get("model_type", "generic"),
+                "architecture": type(model.model).__name__, "task": task, "wrapper": "HFImageClassifier",
+                "config": cfg}
+    raise ModelError(f"{type(model).__name__}: not an image classifier rgft-edge can rebuild on a device")
+
+
+def image_classifier_from_source(source: dict) -> nn.Module:
+    """The inverse of `image_source`: the same architecture, randomly initialised (the caller loads
+    the weights). Built from the config alone: offline, no pretrained download, nothing unpickled."""
+    cfg = dict(source.get("config") or {})
+    model_type = cfg.pop("model_type", None)
+    torch.manual_seed(0)
+    if model_type == "efficientnet-lite0":
+        return EfficientNetLite0(int(cfg["num_classes"]), float(cfg.get("dropout", 0.2)))
+    if model_type is None or source.get("wrapper") != "HFImageClassifier":
+        raise ModelError(f"source_model {source.get('architecture')!r}: no model_type or wrapper to rebuild "
+                         "an image classifier from")
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    return HFImageClassifier(AutoModelForImageClassification.from_config(AutoConfig.for_model(model_type, **cfg)))

@@ -12,7 +12,7 @@ from rgft_edge.config import FinetuneConfig
 from rgft_edge.errors import ModelError, UserError
 from rgft_edge.partition import build_component_table
 from rgft_edge.recipes.finetune import finetune
-from rgft_edge.vision import EfficientNetLite0, SameConv2d, load_image_classifier
+from rgft_edge.vision import EfficientNetLite0, SameConv2d, add_image_lora, load_image_classifier
 
 PIL = pytest.importorskip("PIL.Image")
 
@@ -111,8 +111,38 @@ def test_finetune_image_classification_end_to_end(hf_vision_dirs, tmp_path):
     assert len([r for r in steps if r.get("type") == "step"]) == s["steps"]
 
 
-def test_image_task_refuses_lora_and_defaults_to_the_shipped_faces(tmp_path):
-    cfg = FinetuneConfig.of(task="image-classification", adapter="lora", out=str(tmp_path / "r"))
+def test_image_task_defaults_to_the_shipped_faces(tmp_path):
+    cfg = FinetuneConfig.of(task="image-classification", out=str(tmp_path / "r"))
     assert cfg.resolved().data.source == "orl-faces"
-    with pytest.raises(UserError, match="lora"):
-        finetune(cfg, progress=False)
+
+
+def test_lite0_lora_adapts_pointwise_convs_and_trains_the_head():
+    torch.manual_seed(0)
+    base, x = EfficientNetLite0(num_classes=5).eval(), torch.randn(2, 3, 64, 64)
+    before = base(x)
+    model = add_image_lora(base, r=4, alpha=8)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert all("lora_" in n or "modules_to_save" in n for n in trainable)
+    assert any("_fc.modules_to_save" in n for n in trainable)
+    assert any("_expand_conv.lora_A" in n for n in trainable) and any("_conv_head.lora_B" in n for n in trainable)
+    assert not any("_depthwise_conv.lora" in n for n in trainable)  # grouped convs keep no adapter
+    table = build_component_table(model, "block", {"pixel_values": x})
+    assert len(table) == 18 and table[len(table) - 1].kind == "classifier"  # 16 blocks, head conv, head
+    assert sum(c.num_params for c in table) == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    model.train()
+    assert not any(m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    model.eval()
+    assert torch.allclose(model(x), before)  # LoRA B starts at zero: the adapted model is the model
+
+
+@pytest.mark.parametrize("family", ["resnet", "vit"])
+def test_finetune_image_lora_end_to_end(family, hf_vision_dirs, tmp_path):
+    data = write_two_class_folder(tmp_path / "imgs")
+    cfg = FinetuneConfig.of(task="image-classification", model=str(hf_vision_dirs[family]), data=str(data),
+                            adapter="lora", lora_r=4, batch_size=8, epochs=4, eval_examples=12, threads=1,
+                            lr=1e-2, policy="top-p", top_p=0.5, out=str(tmp_path / "run"), report=False, checkpoint_every=0)
+    s = finetune(cfg, progress=False)
+    assert s["held_out_accuracy"] >= 0.9
+    names = json.loads((tmp_path / "run" / "components.json").read_text())
+    params = [p["name"] for c in names["components"] for p in c["params"]]
+    assert params and all("lora_" in n or "modules_to_save" in n for n in params)

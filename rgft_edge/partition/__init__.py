@@ -126,7 +126,7 @@ def _unit_groups(model: nn.Module, taken: set[str], trainable: dict[str, torch.T
                 walk(child, path + ".")
             elif isinstance(child, (nn.Sequential, nn.ModuleList)) and len(child) > 1:
                 units.extend(f"{path}.{j}" for j in range(len(child)))  # a stack: its elements are blocks
-            elif generic and has_children and size(path) > limit:
+            elif generic and has_children and size(path) > limit and not _peft_wrapper(child):
                 owners.append(path)
                 walk(child, path + ".")
             else:
@@ -147,6 +147,12 @@ def _unit_groups(model: nn.Module, taken: set[str], trainable: dict[str, torch.T
     if root_own:
         groups.append(_Group("root", "module", root_own, [], None))
     return groups
+
+
+def _peft_wrapper(mod: nn.Module) -> bool:
+    """A peft LoRA layer or a modules_to_save copy: one unit (its ModuleDicts never run themselves,
+    so split they would have no depth)."""
+    return any(isinstance(getattr(mod, a, None), nn.ModuleDict) for a in ("lora_A", "modules_to_save"))
 
 
 def _unit_kind(mod: nn.Module, path: str) -> str:

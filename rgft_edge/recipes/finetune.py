@@ -55,13 +55,12 @@ def set_threads(n: int) -> None:
 
 def _image_model(cfg: FinetuneConfig, labels: list[str]):
     """(model, ImageEncoder, model name) for `--task image-classification`."""
-    from ..errors import UserError
-    from ..vision import load_image_classifier
+    from ..vision import add_image_lora, load_image_classifier
 
-    if cfg.model.adapter != "none":
-        raise UserError("--adapter lora is for the text tasks; the image task trains the CNN's own weights")
     name = cfg.model.path or "efficientnet-lite0"
     model, encoder = load_image_classifier(name, len(labels), cfg.data.image_size, cfg.training.seed)
+    if cfg.model.adapter == "lora":
+        model = add_image_lora(model, cfg.model.lora_r, 2 * cfg.model.lora_r)
     return model, encoder, name
 
 
