@@ -6,9 +6,13 @@ selection policy and LR it uses should come from evidence, never from the test s
 1. **choose** — each candidate (policy settings x LR from one grid) runs the demo's exact training
    recipe with 1,000 validation examples carved from the unused training rows, 3 seeds; the
    candidate with the highest mean *final validation* accuracy wins (the held-out test accuracy is
-   recorded, never used to choose);
+   recorded, never used to choose) — and it replaces the current default only when it is *better*
+   than it on validation by the evidence harness's paired rule (mean ahead AND ahead in >= 2 of 3
+   seeds); otherwise the current default stays (a difference within noise changes nothing);
 2. **demo** — the winner and the current default then run the demo itself (no validation split),
    3 seeds: the table the docs quote, with the paired rule of the evidence harness on test accuracy.
+   A confirmation, not a second choice: the winner is adopted as the default unless it is *worse*
+   than the current default there (a validation win that does not hold on the demo is noise).
 
 One process per run (`rgft-edge finetune`), 2 threads; `--resume` keeps finished runs.
 
@@ -93,14 +97,27 @@ def choose_table(meta: dict, rows: list[dict]) -> str:
              f"4,000 training examples) with {VALIDATION} validation examples carved from the unused training "
              f"rows; seeds {meta['seeds']}, {meta['threads']} threads, torch {meta['torch']}, {meta['date']}. "
              "**Chosen on mean final validation accuracy**; test accuracy (2,000 held out) recorded, not used.",
-             "", f"Chosen: **{meta['chosen']['candidate']} at LR {meta['chosen']['lr']:g}**.", "",
+             "", _choice_line(meta), "",
              "| candidate | LR | validation accuracy (%) | test accuracy (%) | components/step | median step (ms) |",
              "|---|---|---|---|---|---|"]
-    for r in rows:
+    for r in rows:  # noqa: B007
         bold = "**" if (r["candidate"], r["lr"]) == (meta["chosen"]["candidate"], meta["chosen"]["lr"]) else ""
         lines.append(f"| {bold}{r['candidate']}{bold} | {r['lr']:g} | {fmt(r['validation'])} | {fmt(r['test'])} | "
                      f"{fmt(r['components'], 1, 1)} of {r['components_total']} | {fmt(r['median_step'], 1000, 0)} |")
+    if meta.get("note"):
+        lines += ["", meta["note"]]
     return "\n".join(lines) + "\n"
+
+
+def _choice_line(meta: dict) -> str:
+    b, c = meta["best_on_validation"], meta["chosen"]
+    g = b["vs_current"]
+    line = (f"Best mean validation accuracy: {b['candidate']} at LR {b['lr']:g}; against the current default "
+            f"({CURRENT[0]} at LR {CURRENT[1]:g}) by the paired rule on validation: **{g['word']}** (ahead in "
+            f"{g['ahead']} of {g['n']} seeds, mean {g['mean'] * 100:+.2f} points). ")
+    if (b["candidate"], b["lr"]) == tuple(CURRENT):
+        return line.split(";")[0] + f": the current default. Chosen: **{c['candidate']} at LR {c['lr']:g}**."
+    return line + f"Chosen: **{c['candidate']} at LR {c['lr']:g}**."
 
 
 def demo_table(meta: dict, rows: list[dict]) -> str:
@@ -116,8 +133,12 @@ def demo_table(meta: dict, rows: list[dict]) -> str:
                      f"{fmt(r['rss'], 1, 0)} | {fmt(r['tracking'], 1, 2)} |")
     if meta.get("verdict"):
         v = meta["verdict"]
-        lines += ["", f"Paired rule on held-out accuracy, new default vs the previous one: **{v['word']}** "
+        lines += ["", f"Paired rule on held-out accuracy, validation winner vs the current default: **{v['word']}** "
                       f"(ahead in {v['ahead']} of {v['n']} seeds, mean {v['mean'] * 100:+.2f} points)."]
+    a = meta["adopted"]
+    lines += ["", f"Adopted as the default of `rgft-edge finetune`: **{a['candidate']} at LR {a['lr']:g}**"
+                  + (" (the validation winner did not hold on the demo)." if meta.get("verdict", {}).get("word") == "worse"
+                     else ".")]
     return "\n".join(lines) + "\n"
 
 
@@ -128,6 +149,7 @@ def main() -> None:
     ap.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--note", default="", help="a caveat printed under the choice table (e.g. a shared CPU)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     log = OUT / "runs.jsonl"
@@ -147,7 +169,7 @@ def main() -> None:
                 raise SystemExit(f"{k}: {r['error']}")
             runs[k] = r
 
-    meta = environment(seeds=args.seeds, threads=args.threads, lrs=LRS, candidates=CANDIDATES, current=CURRENT)
+    meta = environment(note=args.note, seeds=args.seeds, threads=args.threads, lrs=LRS, candidates=CANDIDATES, current=CURRENT)
     rows = []
     for seed in args.seeds:  # seed-major: a partial run still covers every candidate
         for cand in args.candidates:
@@ -160,13 +182,20 @@ def main() -> None:
                          "components": s("components"), "median_step": s("median_step_s"),
                          "components_total": runs[key("choose", cand, lr, args.seeds[0])]["components_total"]})
     best = max(rows, key=lambda r: r["validation"][0])
+    val = lambda c, lr, s: runs[key("choose", c, lr, s)]["validation_accuracy"]  # noqa: E731
+    gate = paired_rule([val(best["candidate"], best["lr"], s) - val(*CURRENT, s) for s in args.seeds])
+    meta["best_on_validation"] = {"candidate": best["candidate"], "lr": best["lr"], "vs_current": gate}
+    if gate["word"] != "better":
+        best = next(r for r in rows if (r["candidate"], r["lr"]) == CURRENT)
     meta["chosen"] = {"candidate": best["candidate"], "lr": best["lr"]}
     write_results(OUT, "choose", meta, rows, choose_table)
     if "demo" not in args.phase:
         return
     chosen = (best["candidate"], best["lr"])
     demo_rows = []
-    for label, (cand, lr) in (("previous default", CURRENT), ("new default", chosen)):
+    settings = (("default (unchanged)", CURRENT),) if chosen == CURRENT else (("current default", CURRENT),
+                                                                              ("validation winner", chosen))
+    for label, (cand, lr) in settings:
         for seed in args.seeds:
             ensure("demo", cand, lr, seed)
         s = lambda f: summarise(runs, "demo", cand, lr, args.seeds, f)  # noqa: E731
@@ -181,6 +210,8 @@ def main() -> None:
         favour = [runs[key("demo", *chosen, s)]["test_accuracy"] - runs[key("demo", *CURRENT, s)]["test_accuracy"]
                   for s in args.seeds]
         meta["verdict"] = paired_rule(favour)
+    adopted = CURRENT if meta.get("verdict", {}).get("word") == "worse" else chosen
+    meta["adopted"] = {"candidate": adopted[0], "lr": adopted[1]}
     write_results(OUT, "demo", meta, demo_rows, demo_table)
 
 
