@@ -3,6 +3,8 @@
 The model is built from the manifest's config (no hub, no pickles), LoRA is re-attached with the
 manifest's settings, int8 weights are rebuilt as torchao Int8Tensors straight from the stored int8
 data and scales (bit-identical, never re-quantized), and every other tensor comes from safetensors.
+An image classifier (`rgft_edge.vision`) is rebuilt from its recorded config the same way, plus its
+BatchNorm running statistics from `weights/buffers.safetensors`.
 """
 
 from __future__ import annotations
@@ -21,10 +23,46 @@ from rgft_edge.quiet import quiet_third_party
 from .torch_eager import TorchEagerBackend, causal_lm_loss, classification_loss
 
 HEAD_NAMES = ("classifier", "score")
+IMAGE_TASK = "image-classification"
 
 
 def build_model(artifact: Artifact) -> nn.Module:
     quiet_third_party()
+    m = artifact.manifest
+    image = _is_image(m)
+    model = _image_model(artifact) if image else _text_model(artifact)
+    _load_weights(model, artifact)
+    if image:
+        _load_buffers(model, artifact)
+    trainable = set(m["trainable"])
+    for name, p in model.named_parameters():
+        if not _is_int8(p):
+            p.requires_grad_(name in trainable)
+    return model
+
+
+def _is_image(manifest: dict) -> bool:
+    return manifest["source_model"].get("task") == IMAGE_TASK
+
+
+def _image_model(artifact: Artifact) -> nn.Module:
+    """The shipped CNN or an HF image classifier from its recorded config, LoRA re-attached on
+    exactly the modules the manifest lists."""
+    from rgft_edge.errors import ModelError
+    from rgft_edge.vision import add_image_lora, image_classifier_from_source
+
+    m = artifact.manifest
+    try:
+        model = image_classifier_from_source(m["source_model"])
+    except (ModelError, KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{artifact.root}/manifest.json: source_model does not rebuild ({e})") from e
+    adapter = m.get("adapter", {"kind": "full"})
+    if adapter["kind"] == "lora":
+        model = add_image_lora(model, adapter["r"], adapter["alpha"], adapter["targets"])
+    return model
+
+
+def _text_model(artifact: Artifact) -> nn.Module:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     m = artifact.manifest
@@ -45,11 +83,6 @@ def build_model(artifact: Artifact) -> nn.Module:
         model = get_peft_model(model, LoraConfig(r=adapter["r"], lora_alpha=adapter["alpha"],
                                                  lora_dropout=0.0, target_modules=adapter["targets"],
                                                  modules_to_save=heads or None))
-    _load_weights(model, artifact)
-    trainable = set(m["trainable"])
-    for name, p in model.named_parameters():
-        if not _is_int8(p):
-            p.requires_grad_(name in trainable)
     return model
 
 
@@ -84,6 +117,23 @@ def _load_weights(model: nn.Module, artifact: Artifact) -> None:
                                 f"the model expects {tuple(p.shape)}")
         with torch.no_grad():
             p.copy_(torch.from_numpy(np.ascontiguousarray(arr)))
+
+
+def _load_buffers(model: nn.Module, artifact: Artifact) -> None:
+    """BatchNorm running statistics (every persistent buffer), by name and shape, none missing."""
+    path = artifact.path("weights/buffers.safetensors")  # refuses an image artifact without it
+    tensors = load_file(str(path))
+    params = {n for n, _ in model.named_parameters()}
+    buffers = {n: t for n, t in model.state_dict(keep_vars=True).items() if n not in params}
+    if set(tensors) != set(buffers):
+        extra, missing = sorted(set(tensors) - set(buffers)), sorted(set(buffers) - set(tensors))
+        raise ArtifactError(f"{path}: buffers do not match the model (unexpected {extra[:3]}, missing {missing[:3]})")
+    for name, buf in buffers.items():
+        arr = tensors[name]
+        if tuple(arr.shape) != tuple(buf.shape):
+            raise ArtifactError(f"{path}: {name!r} has shape {arr.shape}, the model expects {tuple(buf.shape)}")
+        with torch.no_grad():
+            buf.copy_(torch.from_numpy(np.array(arr)))  # np.array keeps 0-d counters 0-d
 
 
 def open_torch_artifact(artifact: Artifact, threads: int) -> TorchEagerBackend:

@@ -22,6 +22,7 @@ from rgft_edge.backend import backend_names, get_backend
 from rgft_edge.components import ComponentTable
 from rgft_edge.errors import UserError
 
+from .image import IMAGE_TASK, check_image_backend, image_input_spec, prepare_image, save_buffers
 from .prepare import PreparedModel, PrepareOptions, prepare
 from .weights import save_weights
 
@@ -66,6 +67,9 @@ def compile_artifact(model_dir: str, out_dir: str | Path, backend: str = "execut
     if backend not in backend_names():
         raise UserError(f"--backend must be one of {', '.join(backend_names())}, got {backend!r}")
     opts = opts or PrepareOptions()
+    image = opts.task == IMAGE_TASK
+    if image:
+        check_image_backend(backend)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         if not force:
@@ -73,10 +77,13 @@ def compile_artifact(model_dir: str, out_dir: str | Path, backend: str = "execut
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    prep = prepare(model_dir, opts)
+    prep = (prepare_image if image else prepare)(model_dir, opts)
+    opts = prep.options  # with what prepare resolved (the image size)
     t_prep = time.perf_counter() - t0
     weights = save_weights(prep.model, out / "weights")
-    tok = _copy_tokenizer(Path(model_dir), out)
+    if image:  # no tokenizer; BatchNorm statistics travel as buffers
+        weights.update(save_buffers(prep.model, out / "weights"))
+    tok = [] if image else _copy_tokenizer(Path(model_dir), out)
     cuts = cut_depth_plan(prep.table, max_programs)
 
     t1 = time.perf_counter()
@@ -87,17 +94,17 @@ def compile_artifact(model_dir: str, out_dir: str | Path, backend: str = "execut
         "backend": backend,
         "rgft_edge_version": rgft_edge.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "source_model": {"path": str(model_dir), "family": prep.family,
-                         "architecture": type(_base(prep.model)).__name__, "task": opts.task,
-                         "config": json.loads(_base(prep.model).config.to_json_string())},
+        "source_model": prep.source or {"path": str(model_dir), "family": prep.family,
+                                        "architecture": type(_base(prep.model)).__name__, "task": opts.task,
+                                        "config": json.loads(_base(prep.model).config.to_json_string())},
         "adapter": ({"kind": "lora", "r": opts.lora_r, "alpha": opts.lora_alpha,
                      "targets": prep.lora_targets} if opts.adapter == "lora" else {"kind": "full"}),
         "quantization": ({"scheme": "int8-weight-only", "tool": "torchao", "granularity": "per-channel",
                           "weights": prep.quantized} if prep.quantized else {"scheme": "none"}),
-        "labels": opts.labels if opts.task == "sequence-classification" else None,
-        "input_spec": {"names": _input_names(prep), "dtype": "int64",
-                       "batch_size": opts.batch_size, "max_length": opts.max_length,
-                       "padding": "max_length", "tokenizer": [f"tokenizer/{n}" for n in tok]},
+        "labels": opts.labels if opts.task != "causal-lm" else None,
+        "input_spec": image_input_spec(prep.encoder, opts.batch_size) if image else
+        {"names": _input_names(prep), "dtype": "int64", "batch_size": opts.batch_size,
+         "max_length": opts.max_length, "padding": "max_length", "tokenizer": [f"tokenizer/{n}" for n in tok]},
         "components": prep.table.to_dict(),
         "trainable": sorted(prep.table.param_names()),
         "programs": programs,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -21,7 +22,7 @@ from rgft_edge.partition.layouts import find_layout
 
 LORA_TARGETS = {"bert": ["query", "value"], "llama": ["q_proj", "v_proj"], "gpt2": ["c_attn"]}
 HEAD_NAMES = ("classifier", "score", "lm_head")
-TASKS = ("sequence-classification", "causal-lm")
+TASKS = ("sequence-classification", "causal-lm")  # HF text models; images: export/image.py
 
 
 @dataclass
@@ -38,6 +39,7 @@ class PrepareOptions:
     batch_size: int = 16
     seed: int = 0  # initialises the new head and LoRA A matrices reproducibly
     dropout: float | None = None  # override every dropout rate (0: deterministic steps on device)
+    image_size: int | None = None  # image-classification: pixels per side (None: the model's own)
 
 
 @dataclass
@@ -48,6 +50,8 @@ class PreparedModel:
     options: PrepareOptions
     quantized: list[str]  # names of the int8 weights
     lora_targets: list[str]
+    encoder: Any = None  # image task: the ImageEncoder the model was prepared with
+    source: dict | None = None  # image task: the manifest's source_model (how a device rebuilds it)
 
 
 def load_hf(model_dir: str, task: str, labels: list[str], attn_implementation: str | None = "eager") -> nn.Module:
@@ -118,11 +122,16 @@ def quantize_frozen_int8(model: nn.Module) -> list[str]:
     return chosen
 
 
-def prepare(model_dir: str, opts: PrepareOptions) -> PreparedModel:
+def check_options(opts: PrepareOptions) -> None:
     if opts.adapter not in ("lora", "full"):
         raise UserError(f"--adapter must be lora or full, got {opts.adapter!r}")
     if opts.quantize not in ("int8", "none"):
         raise UserError(f"--quantize must be int8 or none, got {opts.quantize!r}")
+
+
+def prepare(model_dir: str, opts: PrepareOptions) -> PreparedModel:
+    """An HF text model (image classifiers: `export.image.prepare_image`)."""
+    check_options(opts)
     if opts.quantize == "int8" and opts.adapter == "full":
         raise UserError("--quantize int8 quantizes the frozen base; with --adapter full the "
                         "weights are trained, so use --quantize none (or --adapter lora)")

@@ -9,4 +9,6 @@ from .prepare import PreparedModel
 
 
 def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[list[dict], dict]:
+    if prep.source is not None:  # an image classifier (export/image.py)
+        return [], {"rebuild": "rgft_edge.vision config + peft LoRA config + safetensors weights and buffers"}
     return [], {"rebuild": "transformers config + peft LoRA config + safetensors weights"}

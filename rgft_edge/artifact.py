@@ -18,7 +18,9 @@ from .components import ComponentTable
 from .errors import UserError
 
 SCHEMA = "rgft-edge/artifact"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # text inputs (token ids); what every text artifact is still written as
+IMAGE_SCHEMA_VERSION = 2  # version 1 + image inputs (input_spec kind "image"); older readers refuse it
+IMAGE_TASK = "image-classification"
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
@@ -73,7 +75,8 @@ def write_manifest(root: Path, manifest: dict) -> Path:
         if p.is_file() and p.name != MANIFEST:
             rel = p.relative_to(root).as_posix()
             files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
-    manifest = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **manifest, "files": files}
+    version = IMAGE_SCHEMA_VERSION if _is_image(manifest.get("input_spec")) else SCHEMA_VERSION
+    manifest = {"schema": SCHEMA, "schema_version": version, **manifest, "files": files}
     tmp = root / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, root / MANIFEST)
@@ -100,17 +103,17 @@ def load_artifact(root: str | os.PathLike, verify_hashes: bool = True,
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         raise ArtifactError(f"{mpath}: not an rgft-edge manifest (schema {manifest.get('schema') if isinstance(manifest, dict) else None!r})")
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ArtifactError(f"{mpath}: schema version {version!r}, this rgft-edge reads version "
-                            f"{SCHEMA_VERSION}; recompile the artifact with a matching rgft-edge")
+    if version not in (SCHEMA_VERSION, IMAGE_SCHEMA_VERSION):
+        raise ArtifactError(f"{mpath}: schema version {version!r}, this rgft-edge reads versions "
+                            f"{SCHEMA_VERSION} and {IMAGE_SCHEMA_VERSION}; recompile the artifact with a "
+                            "matching rgft-edge")
     missing = [k for k in REQUIRED if k not in manifest]
     if missing:
         raise ArtifactError(f"{mpath}: missing field(s) {missing}")
-    spec = manifest["input_spec"]
-    if not (isinstance(spec, dict) and isinstance(spec.get("names"), list)
-            and isinstance(spec.get("batch_size"), int) and spec["batch_size"] > 0
-            and isinstance(spec.get("max_length"), int) and spec["max_length"] > 0):
-        raise ArtifactError(f"{mpath}: input_spec must give names, a positive batch_size and max_length")
+    _check_input_spec(mpath, manifest["input_spec"], version)
+    source = manifest["source_model"]
+    if _is_image(manifest["input_spec"]) != (isinstance(source, dict) and source.get("task") == IMAGE_TASK):
+        raise ArtifactError(f"{mpath}: input_spec and source_model.task disagree on whether this is an image model")
     if not isinstance(manifest["trainable"], list):
         raise ArtifactError(f"{mpath}: 'trainable' must list parameter names")
     if manifest["backend"] not in backend_names():
@@ -144,6 +147,38 @@ def load_artifact(root: str | os.PathLike, verify_hashes: bool = True,
     if "weights/trainable.safetensors" in files:
         _check_trainable(trainable_file, table, manifest["trainable"])
     return Artifact(root, manifest)
+
+
+def _is_image(spec) -> bool:
+    return isinstance(spec, dict) and spec.get("kind") == "image"
+
+
+def _positive_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _triple(v) -> bool:
+    return isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)
+
+
+def _check_input_spec(mpath: Path, spec, version) -> None:
+    if not (isinstance(spec, dict) and isinstance(spec.get("names"), list) and _positive_int(spec.get("batch_size"))):
+        raise ArtifactError(f"{mpath}: input_spec must give names and a positive batch_size")
+    image = _is_image(spec)
+    if image != (version == IMAGE_SCHEMA_VERSION):  # each version has exactly one kind of input
+        raise ArtifactError(f"{mpath}: schema version {version} with {'an image' if image else 'a text'} "
+                            f"input_spec (version {SCHEMA_VERSION}: text inputs; {IMAGE_SCHEMA_VERSION}: image inputs)")
+    if not image:
+        if not _positive_int(spec.get("max_length")):
+            raise ArtifactError(f"{mpath}: input_spec must give a positive max_length")
+        return
+    crop = spec.get("crop")
+    if not (spec["names"] == ["pixel_values"] and spec.get("dtype") == "float32"
+            and _positive_int(spec.get("image_size")) and spec["image_size"] >= 8
+            and _triple(spec.get("mean")) and _triple(spec.get("std")) and all(x > 0 for x in spec["std"])
+            and isinstance(crop, (int, float)) and 0 < crop <= 1):
+        raise ArtifactError(f"{mpath}: an image input_spec must give names ['pixel_values'], dtype float32, "
+                            "image_size >= 8, three means, three positive stds and a crop in (0, 1]")
 
 
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,

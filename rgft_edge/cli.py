@@ -17,7 +17,7 @@ from .quiet import quiet_third_party
 
 # Settings a compiled artifact fixes (its model, shapes, granularity): not `train` flags.
 ARTIFACT_FIXED = ("model", "task", "adapter", "lora_r", "granularity", "train_embeddings",
-                  "max_length", "batch_size")
+                  "max_length", "batch_size", "image_size")
 
 
 def _flag_type(tp):
@@ -111,12 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     co = sub.add_parser("compile", help="host: quantize, add adapters, partition, export an artifact")
     add_group_flags(co, "model", exclude=("train_embeddings",), defaults={"adapter": "lora", "granularity": None})
-    add_group_flags(co, "data", only=("max_length", "batch_size"))
+    add_group_flags(co, "data", only=("max_length", "batch_size", "image_size"))
     add_group_flags(co, "limits", only=("profile",))
     out = co.add_argument_group("compile")
     out.add_argument("--backend", choices=backend_names(), default=None,
-                     help="default: the profile's preferred backend, else executorch")
-    out.add_argument("--quantize", choices=("int8", "none"), default="int8")
+                     help="default: the profile's preferred backend, else executorch (torch for images)")
+    out.add_argument("--quantize", choices=("int8", "none"), default=None,
+                     help="int8: torchao int8 frozen base (default for text); none (default, and the only "
+                     "choice, for --task image-classification)")
     out.add_argument("--labels", default="rotten,fresh", help="comma-separated label names")
     out.add_argument("--lora-targets", default=None, help="comma-separated module names")
     out.add_argument("--programs", type=int, default=4, help="backprop cut depths to export")
@@ -150,17 +152,21 @@ def _compile(args) -> int:
     from .export.prepare import PrepareOptions
     from .models import resolve_model
 
+    image = args.task == "image-classification"
     backend = args.backend
-    if backend is None:
+    if backend is None and image:
+        backend = "torch"  # the one backend that runs image models
+    elif backend is None:
         backend = load_profile(args.profile).preferred_backend if args.profile else "executorch"
     opts = PrepareOptions(task=args.task, labels=[x.strip() for x in args.labels.split(",") if x.strip()],
-                          adapter="lora" if args.adapter == "lora" else "full", quantize=args.quantize,
+                          adapter="lora" if args.adapter == "lora" else "full",
+                          quantize=args.quantize or ("none" if image else "int8"),
                           lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
                           lora_targets=args.lora_targets.split(",") if args.lora_targets else None,
                           granularity=args.granularity, max_length=args.max_length,
-                          batch_size=args.batch_size, dropout=args.dropout)
-    report = compile_artifact(resolve_model(args.model), args.out, backend, opts,
-                              force=args.force, max_programs=args.programs)
+                          batch_size=args.batch_size, dropout=args.dropout, image_size=args.image_size)
+    model = (args.model or "efficientnet-lite0") if image else resolve_model(args.model)
+    report = compile_artifact(model, args.out, backend, opts, force=args.force, max_programs=args.programs)
     print(format_report(report, args.out))
     return 0
 

@@ -94,10 +94,18 @@ def load_npz(path: str | Path, labels: list[str] | None = None) -> TextDataset:
     y = np.asarray(y).reshape(-1)
     if len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{path}: {len(y)} labels ({y.dtype}) for {len(x)} images; need one integer each")
-    names = labels or ([str(s) for s in arrays["label_names"]] if "label_names" in arrays
-                       else [str(i) for i in range(int(y.max()) + 1)])
-    if y.min() < 0 or y.max() >= len(names):
-        raise DataError(f"{path}: labels must be in [0, {len(names)}), found [{y.min()}, {y.max()}]")
+    own = ([str(s) for s in arrays["label_names"]] if "label_names" in arrays
+           else [str(i) for i in range(int(y.max()) + 1)])
+    named = "label_names" in arrays
+    bound = len(own if named or not labels else labels)
+    if y.min() < 0 or y.max() >= bound:
+        raise DataError(f"{path}: labels must be in [0, {bound}), found [{y.min()}, {y.max()}]")
+    if labels and named:  # the file's own names say what its integers mean: map them onto `labels`
+        unknown = sorted({own[i] for i in np.unique(y)} - set(labels))
+        if unknown:
+            raise DataError(f"{path}: labels {unknown} are not among the expected labels {list(labels)}")
+        y = np.array([list(labels).index(n) if n in labels else -1 for n in own])[y]
+    names = labels or own
     if x.dtype != np.uint8:
         if not np.all(np.isfinite(x)):
             raise DataError(f"{path}: images contain NaN or inf")
@@ -139,6 +147,15 @@ class ImageEncoder:
         self.size, self.crop = int(size), float(crop)
         self.mean = np.asarray(mean, np.float32).reshape(3, 1, 1)
         self.std = np.asarray(std, np.float32).reshape(3, 1, 1)
+
+    def spec(self) -> dict:
+        """What rebuilds this encoder exactly (a compiled image artifact's input_spec holds it)."""
+        return {"image_size": self.size, "mean": [float(v) for v in self.mean.reshape(-1)],
+                "std": [float(v) for v in self.std.reshape(-1)], "crop": self.crop}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "ImageEncoder":
+        return cls(spec["image_size"], mean=spec["mean"], std=spec["std"], crop=spec["crop"])
 
     def _resize_crop(self, im):
         Image = _pil()

@@ -158,8 +158,12 @@ def load_image_classifier(name_or_dir: str, num_labels: int, image_size: int | N
     from transformers import AutoModelForImageClassification
 
     torch.manual_seed(seed)
-    hf = AutoModelForImageClassification.from_pretrained(str(path), num_labels=num_labels,
-                                                         ignore_mismatched_sizes=True)
+    try:
+        hf = AutoModelForImageClassification.from_pretrained(str(path), num_labels=num_labels,
+                                                             ignore_mismatched_sizes=True)
+    except (ValueError, OSError, KeyError) as e:  # e.g. a text model's folder
+        raise ModelError(f"{name_or_dir} does not load as an image classifier: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]}") from e
     prep = path / "preprocessor_config.json"
     p = json.loads(prep.read_text()) if prep.is_file() else {}
     size = p.get("crop_size") or p.get("size") or {}

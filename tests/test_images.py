@@ -65,6 +65,25 @@ def test_npz_arrays_load_and_bad_ones_are_refused(tmp_path):
         load_npz(tmp_path / "pickled.npz")
 
 
+def test_npz_label_names_are_mapped_onto_the_expected_labels(tmp_path):
+    x = np.zeros((4, 8, 8), np.uint8)
+    np.savez(tmp_path / "a.npz", images=x, labels=np.array([0, 1, 1, 0]), label_names=np.array(["dark", "bright"]))
+    ds = load_npz(tmp_path / "a.npz", ["bright", "dark"])  # e.g. an artifact's labels, in its order
+    assert ds.label_names == ["bright", "dark"] and ds.labels == [1, 0, 0, 1]
+    with pytest.raises(DataError, match=r"\['dark'\] are not among"):
+        load_npz(tmp_path / "a.npz", ["bright", "grey"])
+    np.savez(tmp_path / "b.npz", images=x, labels=np.array([0, 1, 2, 0]))  # no names: indices into the labels
+    with pytest.raises(DataError, match=r"in \[0, 2\)"):
+        load_npz(tmp_path / "b.npz", ["a", "b"])
+
+
+def test_encoder_spec_rebuilds_the_encoder():
+    enc = ImageEncoder(20, mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6), crop=0.875)
+    again = ImageEncoder.from_spec(enc.spec())
+    img = np.random.default_rng(0).integers(0, 255, (30, 26, 3), dtype=np.uint8)
+    assert np.array_equal(again.encode([img])["pixel_values"], enc.encode([img])["pixel_values"])
+
+
 def test_encoder_resizes_crops_and_normalises(tmp_path):
     ds = load_image_folder(write_folder(tmp_path / "imgs", size=(40, 24)))
     enc = ImageEncoder(16, mean=(0.5,) * 3, std=(0.5,) * 3, crop=0.875)

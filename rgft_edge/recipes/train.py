@@ -1,8 +1,9 @@
 """Recipe: train a compiled artifact on the device, through the backend its manifest names.
 
-Validates the artifact (hashes, schema) before anything else, tokenizes with the artifact's own
-tokenizer files (`tokenizers`, no transformers), runs the shared session, then exports the adapted
-weights (safetensors, and back into the backend's own format for on-device inference).
+Validates the artifact (hashes, schema) before anything else, encodes the data as the artifact
+says — its own tokenizer files (`tokenizers`, no transformers) for text, its recorded image size,
+mean, std and crop for images — runs the shared session, then exports the adapted weights
+(safetensors, and back into the backend's own format for on-device inference).
 """
 
 from __future__ import annotations
@@ -10,13 +11,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..artifact import load_artifact
+from ..artifact import Artifact, load_artifact
 from ..backend import open_backend
 from ..budgets.allocator import settle_heap
 from ..config import FinetuneConfig
+from ..errors import UserError
+from ..images import ImageEncoder, is_image_source
 from ..session import Session
 from ..splits import load_splits
 from ..text import TextEncoder
+
+IMAGE_TASK = "image-classification"
 
 
 def train_artifact(artifact_dir: str, cfg: FinetuneConfig, progress: bool = True, resume: bool = False) -> dict:
@@ -25,11 +30,8 @@ def train_artifact(artifact_dir: str, cfg: FinetuneConfig, progress: bool = True
         settle_heap()  # before the runtime loads: the heap stays bounded from the start
     t0 = time.perf_counter()
     artifact = load_artifact(artifact_dir)
-    spec = artifact.manifest["input_spec"]
+    cfg, encoder = _fixed_by_artifact(artifact, cfg)
     splits = load_splits(cfg, artifact.manifest.get("labels"))
-    encoder = TextEncoder(artifact.root / "tokenizer", spec["max_length"], spec["names"], pad_to_max=True)
-    cfg.data.batch_size = spec["batch_size"]  # exported programs have a fixed batch
-    cfg.data.max_length = spec["max_length"]
     backend = open_backend(artifact, cfg.training.threads)
     meta = {"artifact": str(Path(artifact_dir).resolve()), "environment": backend.environment(),
             "load_time_s": time.perf_counter() - t0}
@@ -39,3 +41,26 @@ def train_artifact(artifact_dir: str, cfg: FinetuneConfig, progress: bool = True
     finally:
         backend.close()
     return summary
+
+
+def _fixed_by_artifact(artifact: Artifact, cfg: FinetuneConfig) -> tuple[FinetuneConfig, ImageEncoder | TextEncoder]:
+    """The settings the artifact fixes (task, shapes) and its encoder; refuses data of the other kind."""
+    m, spec = artifact.manifest, artifact.manifest["input_spec"]
+    task = m["source_model"].get("task") or cfg.model.task
+    if task != cfg.model.task:
+        cfg.model.task = task
+        cfg = cfg.resolved()  # the task's own defaults (the image task's shipped data)
+    cfg.data.batch_size = spec["batch_size"]  # exported programs have a fixed batch
+    image = spec.get("kind") == "image"
+    for flag, source in (("--data", cfg.data.source), ("--eval-data", cfg.data.eval_data)):
+        if source is not None and is_image_source(source) != image:
+            raise UserError(f"{artifact.root} is {'an image' if image else 'a text'} model; {flag} {source} is "
+                            + ("not image data (a folder of class subfolders or a .npz)" if image else
+                               "image data (a folder or .npz): pass a .csv/.tsv/.jsonl file or a shipped text dataset"))
+    if image:
+        if artifact.backend != "torch":
+            raise UserError(f"{artifact.root}: image artifacts train on the torch backend only, not {artifact.backend}")
+        cfg.data.image_size = spec["image_size"]
+        return cfg, ImageEncoder.from_spec(spec)
+    cfg.data.max_length = spec["max_length"]
+    return cfg, TextEncoder(artifact.root / "tokenizer", spec["max_length"], spec["names"], pad_to_max=True)
