@@ -8,8 +8,13 @@ steps shrunk, heap trims, mean components trained and held-out accuracy; plus on
 budget for reference.
 
     python benchmarks/memory_budget.py [--backends torch onnxruntime] [--steps 150] [--points 5]
+    python benchmarks/memory_budget.py --backends onnx --name memory_budget_onnx   # stock onnxruntime venv
 
-Writes benchmarks/results/memory-budget/memory_budget.json and .md.
+`onnx` is the standard-ONNX runner as a device runs it: the MiniLM int8 + LoRA artifact trained by
+`.venv-device-onnx` (stock onnxruntime, no torch, no data packages: Rotten Tomatoes is handed over
+as a CSV).
+
+Writes benchmarks/results/memory-budget/NAME.json and .md (NAME: memory_budget).
 """
 
 from __future__ import annotations
@@ -32,10 +37,16 @@ COMMON = ["--max-train-examples", "1280", "--eval-examples", "500", "--validatio
           "--epochs", "3"]  # 80 batches per epoch: --max-steps, not the data, ends each run
 
 
+DEVICE_VENV = Path(".venv-device-onnx")
+
+
 def command(backend: str, artifact: Path | None, out: Path, steps: int, threads: int,
             budget_mb: int | None) -> list[str]:
     exe = [sys.executable, "-m", "rgft_edge.cli"]
     head = exe + ["finetune"] if backend == "torch" else exe + ["train", str(artifact)]
+    if backend == "onnx":  # the device venv's CLI on the CSV written next to the artifact
+        head = [str(DEVICE_VENV / "bin" / "rgft-edge"), "train", str(artifact), "--data",
+                str(artifact.parent / "rotten-tomatoes.csv"), "--text-column", "review", "--label-column", "sentiment"]
     argv = head + COMMON + ["--max-steps", str(steps), "--eval-every", str(max(1, steps // 3)),
                             "--threads", str(threads), "--out", str(out)]
     if budget_mb is not None:
@@ -92,6 +103,23 @@ def compile_onnx(work: Path) -> Path:
     return out
 
 
+def compile_standard_onnx(work: Path) -> Path:
+    """The default device artifact (int8 frozen base + LoRA) for the `onnx` backend, and the data as CSV."""
+    from device_train import write_csv
+    from rgft_edge.export.compile import compile_artifact
+    from rgft_edge.export.prepare import PrepareOptions
+    from rgft_edge.models import resolve_model
+
+    out = work / "artifact-onnx"
+    if not (out / "manifest.json").is_file():
+        compile_artifact(resolve_model(None), out, "onnx", PrepareOptions(max_length=64, batch_size=16), force=True)
+    write_csv(work / "rotten-tomatoes.csv", 100_000)
+    return out
+
+
+ARTIFACTS = {"onnxruntime": compile_onnx, "onnx": compile_standard_onnx}
+
+
 def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [f"Memory budget sweep: MiniLM on Rotten Tomatoes, {meta['steps']} steps per run (validation "
              f"every {max(1, meta['steps'] // 3)}), seed {SEED}, {meta['threads']} threads, torch "
@@ -119,7 +147,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--backends", nargs="*", default=["torch", "onnxruntime"], choices=["torch", "onnxruntime"])
+    ap.add_argument("--backends", nargs="*", default=["torch", "onnxruntime"], choices=["torch", "onnxruntime", "onnx"])
+    ap.add_argument("--name", default="memory_budget", help="results file name")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--points", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
@@ -128,15 +157,15 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true", help="re-render the markdown from the JSON")
     args = ap.parse_args()
     if args.report_only:
-        saved = json.loads((Path(args.out) / "memory_budget.json").read_text())
-        write_results(args.out, "memory_budget", saved["meta"], saved["results"], markdown)
+        saved = json.loads((Path(args.out) / f"{args.name}.json").read_text())
+        write_results(args.out, args.name, saved["meta"], saved["results"], markdown)
         return
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
     rows, minimum = [], {}
     for backend in args.backends:
-        artifact = compile_onnx(work) if backend == "onnxruntime" else None
+        artifact = ARTIFACTS[backend](work) if backend in ARTIFACTS else None
         low, parts = minimum_mb(backend, artifact, work, args.threads, env)
         minimum[backend] = {"mb": low, "breakdown": parts}
         # the minimum moves by a few MB from run to run (what loading leaves resident): start 1% above
@@ -147,7 +176,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     meta = environment(steps=args.steps, threads=args.threads, seed=SEED, minimum=minimum)
-    write_results(args.out, "memory_budget", meta, rows, markdown)
+    write_results(args.out, args.name, meta, rows, markdown)
 
 
 if __name__ == "__main__":
