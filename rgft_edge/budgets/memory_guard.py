@@ -198,29 +198,34 @@ def measure_memory_guard(backend: Backend, sample: dict, meter: MemoryMeter, bud
     # Saved-tensor profile on two rows, scaled: a first guess, before any step is measured.
     rows = len(next(iter(sample.values())))
     acts = backend.activation_bytes({k: v[:2] for k, v in sample.items()})
+    # program runners cannot report activations; they also load their programs lazily
+    programs = acts is None
     acts = np.zeros(len(backend.table)) if acts is None else acts * (rows / min(2, rows))
 
     def one_step(mask):  # gradients dropped, weights untouched
         backend.train_step(sample, mask, False)
         backend.commit([])
 
-    return profiled_guard(backend.table, acts, one_step, meter, budget)
+    return profiled_guard(backend.table, acts, one_step, meter, budget, refusal_measures_all=programs)
 
 
 def profiled_guard(table: ComponentTable, activation_bytes: np.ndarray, run_step: Callable[[np.ndarray], None],
-                   meter: MemoryMeter, budget: float) -> MemoryGuard:
+                   meter: MemoryMeter, budget: float, refusal_measures_all: bool = False) -> MemoryGuard:
     """Measure the memory model (base after load, one `run_step(mask)` per cut depth that fits)
-    and return its guard; refused with the measured minimum when the budget is too small."""
+    and return its guard; refused with the measured minimum when the budget is too small.
+    `refusal_measures_all`: for runners that load programs lazily (see below)."""
     load_peak = meter.window_peak()  # model load, data (and cost calibration) so far
     trim_heap()  # what loading left free goes back before the base is measured
     model = MemoryModel.for_table(table, meter.current_rss_bytes, activation_bytes)
     model.margin_bytes = 0.05 * model.base_bytes  # allocator slack the profile cannot see
     if not profile_cut_peaks(model, run_step, meter.window_peak, budget):
-        # not even the cheapest step fits: measure every cut anyway (nothing trains; the run is
-        # refused) so the minimum in the refusal is what a run would find: runners that load their
-        # programs lazily (the `onnx` runner's gradient graphs) grow the base as cuts are first used
-        # — measured on MiniLM int8+LoRA: base 201 MB after one cut, 250 MB after all
-        profile_cut_peaks(model, run_step, meter.window_peak, float("inf"))
+        # not even the cheapest step fits: measure it anyway (nothing trains; the run is refused)
+        # so the minimum in the refusal is measured, not guessed. Runners that load their programs
+        # lazily (the `onnx` runner's gradient graphs) grow the base as cuts are first used —
+        # measured on MiniLM int8+LoRA: 201 MB after one cut, 250 MB after all — so for them every
+        # cut is measured; eager torch keeps what deep steps cached, so there one cut is the truth
+        profile_cut_peaks(model, run_step, meter.window_peak, float("inf"),
+                          levels=None if refusal_measures_all else 1)
     trim_heap()
     # the first steps leave runtime caches behind (~100 MB on MiniLM): the base is measured after
     model.base_bytes = model.resident_bytes = max(model.base_bytes, meter.current_rss_bytes)
