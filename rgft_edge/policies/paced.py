@@ -19,8 +19,6 @@ min(n, `pace_lr_cap`)^gamma, so rarely trained blocks catch up on the updates th
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .base import Policy, Selection
@@ -70,37 +68,35 @@ class Paced(Policy):
         kn = self.knapsack
         budget = kn.budget
         now = max(kn.cheapest, budget + self.credit)  # what this step may spend
-        cost = kn.cost.fraction
-        targets = kn.candidates(values, forced, budget + max(self.bank, self.credit))
-        fillers = kn.candidates(values, forced, min(budget, now))
-        best, best_rate = None, -1.0
-        for t in targets:
-            ct, vt = cost(t), values[t].sum()
-            if ct <= now + 1e-9:  # affordable now: the plan is just T
-                plans = [(t, vt / ct)]
-            else:
-                plans = []
-                for f in fillers:
-                    cf = cost(f)
-                    saving = budget - cf
-                    if saving <= 1e-9:
-                        continue
-                    n = math.ceil((ct - now) / saving - 1e-9)
-                    plans.append((f, (vt + n * values[f].sum()) / (ct + n * cf)))
-            for mask, rate in plans:
-                rate += 1e-12 * mask.sum()  # prefer more coverage on ties
-                if rate > best_rate:
-                    best, best_rate = mask, rate
-        for f in fillers:  # fillers on their own (no target worth saving for)
-            rate = values[f].sum() / cost(f) + 1e-12 * f.sum()
-            if rate > best_rate:
-                best, best_rate = f, rate
-        if best is None and forced.any():
+        (targets, ct), (fillers, cf) = kn.candidates_at(
+            values, forced, [budget + max(self.bank, self.credit), min(budget, now)])
+        vt, vf = targets @ values, fillers @ values
+        tie_t, tie_f = 1e-12 * targets.sum(1), 1e-12 * fillers.sum(1)  # prefer more coverage on ties
+        # Every plan's rate, in one array laid out in the order the plans are weighed (argmax takes
+        # the first best, as a strict '>' scan would). Row t: column 0 is "take T now" when the
+        # savings cover it; otherwise column 1 + f is "take filler F now, saving toward T", its
+        # worth the accrued value per second over the cycle (n fillers, then T). Then each filler
+        # on its own (no target worth saving for).
+        saving = budget - cf
+        afford = ct <= now + 1e-9
+        with np.errstate(divide="ignore", invalid="ignore"):
+            n = np.ceil((ct[:, None] - now) / saving - 1e-9)
+            wait = (vt[:, None] + n * vf) / (ct[:, None] + n * cf) + tie_f
+        rates = np.full((len(targets), 1 + len(fillers)), -np.inf)
+        rates[afford, 0] = (vt / ct + tie_t)[afford]
+        rates[:, 1:] = np.where(~afford[:, None] & (saving > 1e-9), wait, -np.inf)
+        plans = rates.size
+        rates = np.concatenate([rates.ravel(), vf / cf + tie_f])
+        best = None
+        if len(rates) and rates.max() > -1.0:
+            i = int(np.argmax(rates))
+            t, col = divmod(i, 1 + len(fillers))
+            best = fillers[i - plans] if i >= plans else targets[t] if col == 0 else fillers[col - 1]
+        if best is None and forced.any() and len(targets):
             # The staleness rule forces a step the savings cannot cover (it becomes debt): make the
             # deep step worth its price by the same rate, since blocks above the cut come cheap.
-            rates = [values[t].sum() / cost(t) for t in targets]
-            best = targets[int(np.argmax(rates))] if targets else None
-        return best if best is not None else kn.fallback(forced)
+            best = targets[int(np.argmax(vt / ct))]
+        return best.copy() if best is not None else kn.fallback(forced)
 
     def tighten(self):
         return self.knapsack.tighten()

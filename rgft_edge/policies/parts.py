@@ -64,12 +64,12 @@ class Knapsack:
 
     For each cut depth d, the base cost is forward + input-gradient work of everything above d; the
     rest of the budget buys weight-gradient work of components at depth >= d, chosen by a 0/1
-    knapsack DP (ElasticTrainer-style) on costs discretised to `resolution` units.
+    knapsack DP (ElasticTrainer-style) on values discretised to `resolution` steps (`_solve`).
     """
 
     TIGHTEN_FACTOR = 0.85  # each tightening asks 15% less of a step, down to the cheapest single
 
-    def __init__(self, cost: CostModel, budget: float = 0.5, resolution: int = 256, amortize: bool = False):
+    def __init__(self, cost: CostModel, budget: float = 0.5, resolution: int = 4096, amortize: bool = False):
         self.cost, self.budget, self.res, self.amortize = cost, budget, resolution, amortize
         self.debt = 0.0  # overspend of earlier steps (forced refreshes), paid back by later ones
         k = len(cost.depth)
@@ -86,33 +86,117 @@ class Knapsack:
     def best(self, values: np.ndarray, forced: np.ndarray) -> np.ndarray:
         """The selection of highest total value (forced ones included) that fits the budget."""
         values = np.maximum(np.asarray(values, dtype=np.float64), 0.0)
-        best, best_val = None, -1.0
-        for mask in self.candidates(values, forced, self.available()):
-            val = values[mask].sum() + 1e-12 * mask.sum()  # prefer more coverage on ties
-            if val > best_val:
-                best, best_val = mask, val
-        return best if best is not None else self.fallback(forced)
+        masks, _ = self.candidates_at(values, forced, [self.available()])[0]
+        if not len(masks):
+            return self.fallback(forced)
+        val = masks @ values + 1e-12 * masks.sum(1)  # prefer more coverage on ties
+        return masks[int(np.argmax(val))].copy()  # argmax: the first best, as a strict '>' scan
 
     def candidates(self, values: np.ndarray, forced: np.ndarray, capacity: float) -> list[np.ndarray]:
         """For each backprop cut depth that fits `capacity` (a fraction of a full step): the
-        highest-value selection whose lowest component sits at or above that cut."""
+        highest-value selection whose lowest component sits at or above that cut (repeats of
+        an earlier cut's selection left out)."""
+        return list(self.candidates_at(values, forced, [capacity])[0][0])
+
+    def candidates_at(self, values: np.ndarray, forced: np.ndarray,
+                      capacities: list[float]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`candidates` at several capacities from one DP pass: per capacity, the distinct
+        selections as rows of a bool array (from the deepest cut up) and their step costs."""
         c = self.cost
         forced = np.asarray(forced, bool)
         values = np.maximum(np.asarray(values, dtype=np.float64), 0.0)
-        limit = capacity * c.full
+        depths, above = self._above()
+        cuts = np.arange(len(depths))
+        if forced.any():  # a cut above a forced component would leave it out
+            cuts = cuts[depths <= c.depth[forced].min()]
+        base = c.forward_total + above[cuts] + c.wgrad[forced].sum()
+        # Components by depth, deepest last: the ones allowed at a cut are a prefix of this order.
+        items = np.flatnonzero(~forced)
+        items = items[np.argsort(-c.depth[items], kind="stable")]
+        n_allowed = (c.depth[items][None, :] >= depths[cuts][:, None]).sum(1)
+        spare = np.concatenate([cap * c.full - base for cap in capacities])  # (capacity, cut) rows
+        rows = np.repeat(np.arange(len(capacities)), len(cuts))
+        fits = spare >= 0  # cuts whose base cost already exceeds a capacity are out
+        n_allowed = np.tile(n_allowed, len(capacities))[fits]
+        items = items[: n_allowed.max(initial=0)]  # the rest sit below every cut that fits
+        sel = self._solve(values[items], c.wgrad[items], n_allowed, spare[fits])
+        masks = np.zeros((len(sel), len(values)), bool)
+        masks[:, items] = sel
+        masks |= forced
+        # Step costs as `cost.fraction` prices them, for all rows at once.
+        cut = np.searchsorted(depths, np.where(masks, c.depth, depths[-1]).min(1))
+        cost = ((c.forward_total + above[cut] + masks @ c.wgrad) / c.full if c.full > 0
+                else np.ones(len(masks)))
         out = []
-        min_forced = c.depth[forced].min() if forced.any() else None
-        for d in np.unique(c.depth):
-            if min_forced is not None and d > min_forced:
-                break
-            allowed = (c.depth >= d) & ~forced
-            spare = limit - c.forward_total - c.igrad[c.depth > d].sum() - c.wgrad[forced].sum()
-            if spare < 0:
-                continue
-            mask = self._knapsack(values, c.wgrad, allowed, spare) | forced
-            if mask.any():
-                out.append(mask)
+        for i in range(len(capacities)):
+            keep = np.flatnonzero((rows[fits] == i) & masks.any(1))
+            first = {}  # a cut whose best leaves its own depth out repeats a shallower cut's answer
+            for r, key in zip(keep, np.packbits(masks[keep], axis=1)):
+                first.setdefault(key.tobytes(), r)
+            keep = np.array(sorted(first.values()), dtype=np.int64)
+            out.append((masks[keep], cost[keep]))
         return out
+
+    def _above(self) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct depths, and the input-gradient work of everything above each of them."""
+        c = self.cost
+        depths, at = np.unique(c.depth, return_inverse=True)
+        per = np.bincount(at, weights=c.igrad, minlength=len(depths))
+        return depths, np.append(np.cumsum(per[::-1])[::-1][1:], 0.0)
+
+    def _solve(self, v, w, n_allowed, spare) -> np.ndarray:
+        """One 0/1 knapsack DP for many queries: row r may take items[:n_allowed[r]] within weight
+        spare[r]. The DP runs over *value* (a grid of `resolution` steps up to an upper bound of any
+        answer): table[u] is the least weight that buys value >= u. Being independent of the
+        capacity, one pass answers every cut and capacity (the items allowed at a cut are a
+        prefix), and weights stay exact floats, so an answer never exceeds its capacity; its value
+        is within |S| grid steps of any selection S that fits. Leftover room is then filled
+        greedily (by value, then lightness), which also takes items too small for the grid."""
+        n = len(v)
+        sel = np.zeros((len(spare), n), bool)
+        if not len(spare):
+            return sel
+        # An upper bound on any answer: the densest items, up to and including the first that
+        # no longer fits the largest spare (the fractional-knapsack bound, rounded up).
+        fit = w <= spare.max()  # the others fit no row: left out of the DP
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            order = np.argsort(-(v[fit] / w[fit]))  # v/0 = inf sorts first, 0/0 = nan last
+        m = int(np.searchsorted(np.cumsum(w[fit][order]), spare.max(), side="right"))
+        bound = v[fit][order][: m + 1].sum()
+        if bound > 0:
+            size = self.res + 1
+            q = np.floor(np.minimum(v * (self.res / bound), size)).astype(np.int64)  # capped: no overflow
+            table = np.full(size, np.inf)
+            table[0] = 0.0
+            take = np.zeros((n, size), bool)
+            best = np.zeros(len(spare), np.int64)  # the value (in grid steps) each row reaches
+            by_end = np.argsort(n_allowed, kind="stable")  # rows grouped by where their items end
+            lo, hi = (np.searchsorted(n_allowed[by_end], np.arange(1, n + 1), side=side).tolist()
+                      for side in ("left", "right"))
+            shifted = np.empty(size)
+            for j in range(n):
+                if q[j] > 0 and fit[j]:
+                    k = min(q[j], size)
+                    shifted[:k] = w[j]
+                    shifted[k:] = table[: size - k] + w[j]
+                    np.less(shifted, table, out=take[j])
+                    np.minimum(shifted, table, out=table)
+                if hi[j] > lo[j]:  # rows whose allowed items end here: read off their answer
+                    done = by_end[lo[j]:hi[j]]
+                    best[done] = np.searchsorted(table, spare[done], side="right") - 1
+            for j in np.flatnonzero(take.any(1))[::-1]:  # backtrack every row at once
+                took = (n_allowed > j) & take[j, best]
+                sel[:, j] = took
+                best = np.where(took, np.maximum(best - q[j], 0), best)
+        left = spare - sel @ w
+        allowed = n_allowed[:, None] > np.arange(n)
+        could = (allowed & ~sel & (w <= left[:, None])).any(0)  # only shrinks as rows fill up
+        for j in np.lexsort((w, -v)):
+            if could[j]:
+                can = allowed[:, j] & ~sel[:, j] & (w[j] <= left)
+                sel[:, j] |= can
+                left = np.where(can, left - w[j], left)
+        return sel
 
     def fallback(self, forced: np.ndarray) -> np.ndarray:
         """When nothing fits: the forced set (it may exceed the budget; logged as cost), else the
@@ -142,30 +226,6 @@ class Knapsack:
             if self.cost.fraction(mask) > self.budget + 1e-9:
                 mask[i] = False
         return mask if mask.any() else self._cheapest_mask.copy()
-
-    def _knapsack(self, values, weights, allowed, capacity) -> np.ndarray:
-        idx = np.flatnonzero(allowed)
-        unit = capacity / self.res if capacity > 0 else 1.0
-        w = np.ceil(weights[idx] / unit - 1e-9).astype(np.int64) if capacity > 0 else \
-            np.where(weights[idx] > 0, self.res + 1, 0)
-        cap = self.res
-        table = np.zeros(cap + 1)
-        take = np.zeros((len(idx), cap + 1), dtype=bool)
-        for j, (wj, vj) in enumerate(zip(w, values[idx])):
-            if wj > cap:
-                continue
-            cand = np.full(cap + 1, -np.inf)
-            cand[wj:] = table[: cap + 1 - wj] + vj + 1e-12
-            better = cand > table
-            take[j] = better
-            table = np.where(better, cand, table)
-        mask = np.zeros(len(values), bool)
-        r = cap
-        for j in range(len(idx) - 1, -1, -1):
-            if take[j, r]:
-                mask[idx[j]] = True
-                r -= w[j]
-        return mask
 
     def tighten(self) -> dict | None:
         new = max(self.cheapest + 1e-6, self.budget * self.TIGHTEN_FACTOR)
