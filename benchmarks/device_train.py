@@ -1,10 +1,14 @@
 """`rgft-edge train` as a device runs it: compiled artifacts trained by a given venv's CLI (e.g. the
 stock-onnxruntime `.venv-device-onnx`, no torch), one process per run, on Rotten Tomatoes rows
-written to a CSV. Records what the run's own summary measured: peak RSS of the whole process
-(VmHWM), median step time, held-out accuracy, components per step.
+written to a CSV or (`--data orl-faces`, image artifacts) the shipped ORL face photos. Records what
+the run's own summary measured: peak RSS of the whole process (VmHWM), median step time, held-out
+accuracy, components per step.
 
-    python benchmarks/device_train.py --artifacts DIR [DIR ...] --venv .venv-device-onnx \
-        [--steps 60] [--eval-examples 300] [--threads 2] [--name device-train]
+    python benchmarks/device_train.py --artifacts DIR [DIR ...] --venv .venv-device-onnx [VENV ...] \
+        [--data rotten-tomatoes|orl-faces] [--steps 60] [--eval-examples 300] [--threads 2] [--name device-train]
+
+One venv for all artifacts, or one per artifact (e.g. `.venv` for a torch artifact beside
+`.venv-device-onnx` for an onnx one).
 
 Writes benchmarks/results/NAME.json and NAME.md.
 """
@@ -35,9 +39,10 @@ def write_csv(path: Path, rows: int) -> None:
             w.writerow([text, ds.label_names[label]])
 
 
-def run(venv: Path, artifact: str, data: Path, args, out: Path) -> dict:
-    argv = [str(venv / "bin" / "rgft-edge"), "train", artifact, "--data", str(data), "--text-column", "review",
-            "--label-column", "sentiment", "--policy", args.policy, "--max-steps", str(args.steps),
+def run(venv: Path, artifact: str, data: Path | str, args, out: Path) -> dict:
+    columns = [] if data == "orl-faces" else ["--text-column", "review", "--label-column", "sentiment"]
+    argv = [str(venv / "bin" / "rgft-edge"), "train", artifact, "--data", str(data), *columns,
+            "--policy", args.policy, "--max-steps", str(args.steps),
             "--eval-examples", str(args.eval_examples), "--threads", str(args.threads), "--seed", "0",
             "--no-progress", "--out", str(out)]
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": os.environ.get("HOME", "/tmp")}
@@ -55,7 +60,8 @@ def run(venv: Path, artifact: str, data: Path, args, out: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--artifacts", nargs="+", required=True)
-    ap.add_argument("--venv", default=".venv-device-onnx")
+    ap.add_argument("--venv", nargs="+", default=[".venv-device-onnx"])
+    ap.add_argument("--data", choices=("rotten-tomatoes", "orl-faces"), default="rotten-tomatoes")
     ap.add_argument("--policy", default="budget")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--eval-examples", type=int, default=300)
@@ -63,23 +69,28 @@ def main() -> None:
     ap.add_argument("--name", default="device-train")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
-    venv = Path(args.venv).resolve()
+    if len(args.venv) not in (1, len(args.artifacts)):
+        ap.error("--venv takes one venv, or one per artifact")
+    venvs = [Path(v).resolve() for v in args.venv] * (len(args.artifacts) if len(args.venv) == 1 else 1)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "rotten-tomatoes.csv"
-        write_csv(data, args.steps * 32 + args.eval_examples + 200)
-        for art in args.artifacts:
+        data: Path | str = args.data
+        if args.data == "rotten-tomatoes":
+            data = Path(tmp) / "rotten-tomatoes.csv"
+            write_csv(data, args.steps * 32 + args.eval_examples + 200)
+        for art, venv in zip(args.artifacts, venvs):
             res = run(venv, art, data, args, Path(tmp) / Path(art).name)
-            rows.append({"artifact": Path(art).name, "policy": args.policy, **res})
+            rows.append({"artifact": Path(art).name, "venv": str(venv), "policy": args.policy, **res})
             print(rows[-1], flush=True)
-    meta = environment(venv=str(venv), steps=args.steps, eval_examples=args.eval_examples, threads=args.threads,
-                       seed=0, policy=args.policy)
+    meta = environment(venv=", ".join(sorted({str(v) for v in venvs})), data=args.data, steps=args.steps,
+                       eval_examples=args.eval_examples, threads=args.threads, seed=0, policy=args.policy)
     write_results(args.out, args.name, meta, rows, markdown)
 
 
 def markdown(meta: dict, rows: list[dict]) -> str:
+    data = {"rotten-tomatoes": "Rotten Tomatoes snippets", "orl-faces": "ORL face photos"}[meta.get("data", "rotten-tomatoes")]
     lines = [f"`rgft-edge train` from `{meta['venv']}`, {meta['steps']} steps, policy {meta['policy']}, "
-             f"{meta['threads']} threads, seed 0, {meta['eval_examples']} held-out Rotten Tomatoes snippets; "
+             f"{meta['threads']} threads, seed 0, up to {meta['eval_examples']} held-out {data}; "
              "one process per run; peak RSS is the whole process's (VmHWM), as the run measured it.", "",
              "| artifact | runtime | peak RSS (MB) | median step (ms) | held-out accuracy | components/step |",
              "|---|---|---|---|---|---|"]

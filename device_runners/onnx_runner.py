@@ -44,6 +44,7 @@ class OnnxBackend(ProgramBackendTraits):
         self.artifact, self.table, self.threads = artifact, artifact.table, threads
         info = artifact.manifest["backend_info"]
         self.task, self.data_inputs = info["task"], info["data_inputs"]
+        self.data_dtypes = {n: np.dtype(info.get("data_dtypes", {}).get(n, "int64")) for n in self.data_inputs}
         self.context_outputs = info["context_outputs"]
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
@@ -55,10 +56,13 @@ class OnnxBackend(ProgramBackendTraits):
         self._options = so
         self.sessions = {(kind, v): self._session(f) for kind, files in info["graphs"].items()
                          for v, f in files.items()}
-        self.context = self._session("onnx/context.onnx")
+        # a CNN has no context graph (nothing but the labels, which come with the batch)
+        self.context = self._session("onnx/context.onnx") if self.context_outputs else None
         self.master = {k: np.ascontiguousarray(v, dtype=np.float32)
                        for k, v in load_file(str(artifact.path("weights/trainable.safetensors"))).items()}
         frozen = load_file(str(artifact.path("weights/frozen.safetensors")))
+        if "weights/buffers.safetensors" in artifact.manifest["files"]:  # a CNN's BatchNorm statistics
+            frozen.update(load_file(str(artifact.path("weights/buffers.safetensors"))))
         self.stages = [_Stage(s, i) for i, s in enumerate(info["stages"])]
         self.stage_of = np.full(len(self.table), -1, dtype=np.int64)
         for st, spec in zip(self.stages, info["stages"]):
@@ -108,9 +112,11 @@ class OnnxBackend(ProgramBackendTraits):
         return self.sessions[key].run(None, {n: feed[n] for n in self._inputs[key]})
 
     def _context(self, batch: Batch) -> tuple[dict, dict]:
-        data = {n: np.ascontiguousarray(batch[n], dtype=np.int64) for n in self.data_inputs}
-        names = [i.name for i in self.context.get_inputs()]
-        ctx = dict(zip(self.context_outputs, self.context.run(None, {n: data[n] for n in names})))
+        data = {n: np.ascontiguousarray(batch[n], dtype=self.data_dtypes[n]) for n in self.data_inputs}
+        ctx = {}
+        if self.context is not None:
+            names = [i.name for i in self.context.get_inputs()]
+            ctx = dict(zip(self.context_outputs, self.context.run(None, {n: data[n] for n in names})))
         if "labels" not in ctx:
             ctx["labels"] = np.ascontiguousarray(batch["labels"], dtype=np.int64)
         return data, ctx
@@ -159,7 +165,7 @@ class OnnxBackend(ProgramBackendTraits):
         for batch in batches:
             data, ctx = self._context(batch)
             loss, logits, _ = self._forward(data, ctx, len(self.stages))
-            size = len(batch["input_ids"])
+            size = len(batch[self.data_inputs[0]])
             total += loss * size
             n += size
             if self.task != "causal-lm":

@@ -9,6 +9,7 @@ parts (weights, tokenizer, component table, cut-depth plan, manifest, export rep
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import warnings
@@ -70,12 +71,31 @@ def compile_artifact(model_dir: str, out_dir: str | Path, backend: str = "execut
     image = opts.task == IMAGE_TASK
     if image:
         check_image_backend(backend)
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise UserError(f"{out} exists and is not empty; pass --force to overwrite")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out_dir)
+    if final.exists() and (not final.is_dir() or any(final.iterdir())) and not force:
+        raise UserError(f"{final} exists and is not empty; pass --force to overwrite")
+    # Build in a sibling folder and swap it in at the end: a refusal or a crash mid-export leaves
+    # no half-written artifact, and what --force would replace stays until the new one is whole.
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = final.parent / f".{final.name}.partial-{os.getpid()}"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    try:
+        report = _compile_into(out, model_dir, backend, opts, image, max_programs)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    if final.is_dir():
+        shutil.rmtree(final)
+    elif final.exists():
+        final.unlink()
+    os.replace(out, final)
+    load_artifact(final)  # what we wrote must validate where it now lives
+    return report
+
+
+def _compile_into(out: Path, model_dir: str, backend: str, opts: PrepareOptions, image: bool,
+                  max_programs: int) -> dict:
     t0 = time.perf_counter()
     prep = (prepare_image if image else prepare)(model_dir, opts)
     opts = prep.options  # with what prepare resolved (the image size)

@@ -1,4 +1,4 @@
-"""Host side for image classifiers (`compile --task image-classification`, torch backend only).
+"""Host side for image classifiers (`compile --task image-classification`, torch and onnx backends).
 
 The model is what `finetune` trains: the shipped EfficientNet-Lite0 or an HF image-classification
 folder with a new head (`rgft_edge.vision`), with peft LoRA on its dense layers (`--adapter lora`)
@@ -27,10 +27,14 @@ IMAGE_TASK = "image-classification"
 BUFFERS_FILE = "buffers.safetensors"
 
 
+IMAGE_BACKENDS = ("torch", "onnx")  # the torch runner rebuilds the model; onnx has a CNN stage plan
+
+
 def check_image_backend(backend: str) -> None:
-    """Only the torch runner rebuilds image models; the exporters trace text models."""
-    if backend != "torch":
-        raise UserError(f"--task {IMAGE_TASK} compiles for the torch backend only (--backend torch); "
+    """Image models compile for the torch runner and (EfficientNet-Lite) the standard-ONNX one;
+    the ExecuTorch and ONNX Runtime training exporters trace text models only."""
+    if backend not in IMAGE_BACKENDS:
+        raise UserError(f"--task {IMAGE_TASK} compiles for --backend {' or '.join(IMAGE_BACKENDS)}; "
                         f"the {backend} exporter handles text models")
 
 

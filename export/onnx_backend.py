@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from rgft_edge.errors import UserError
 
-from .onnx_stages import Plan, Stage, plan
+from .onnx_stages import Plan, Stage, plan, stage_tensors
 from .onnxruntime_backend import float_copy
 from .prepare import PreparedModel, example_inputs
 
@@ -39,13 +39,17 @@ VARIANTS = ("fwd", "x", "w", "xw")
 
 
 def _backward_decompositions() -> dict:
-    """Activation backward ops the ONNX exporter has no translation for (SiLU's, in Llama's MLP),
-    written as the forward ops they are made of."""
+    """Backward ops the ONNX exporter has no translation for (SiLU's in Llama's MLP; a CNN's
+    convolutions, BatchNorm and ReLU6), written as the forward ops they are made of."""
     from torch._decomp import get_decompositions
 
+    from .onnx_conv import DECOMPOSITIONS
+
     aten = torch.ops.aten
-    return get_decompositions([aten.silu_backward, aten.sigmoid_backward, aten.tanh_backward,
-                               aten.threshold_backward, aten.hardswish_backward, aten.hardsigmoid_backward])
+    table = get_decompositions([aten.silu_backward, aten.sigmoid_backward, aten.tanh_backward,
+                                aten.threshold_backward, aten.hardswish_backward, aten.hardsigmoid_backward,
+                                aten.hardtanh_backward, aten.native_batch_norm_backward])
+    return {**table, **DECOMPOSITIONS}  # CNNs: ReLU6, frozen BatchNorm, convolutions
 
 
 _BACKWARD_DECOMPOSITIONS = _backward_decompositions()
@@ -152,7 +156,12 @@ def _int8_inputs(path: Path, int8: dict[str, bool]) -> None:
 
 
 def _examples(model: nn.Module, prep: PreparedModel) -> dict[str, torch.Tensor]:
-    """Token inputs of the tracing size, some rows padded (the masks' padded branch is traced)."""
+    """Token inputs of the tracing size, some rows padded (the masks' padded branch is traced);
+    images of the artifact's fixed size."""
+    if prep.options.task == "image-classification":
+        size = prep.options.image_size
+        g = torch.Generator().manual_seed(0)
+        return {"pixel_values": torch.randn(EXAMPLE["B"], 3, size, size, generator=g)}
     names = list(example_inputs(model, prep.options))
     b, t = EXAMPLE["B"], EXAMPLE["T"]
     vocab = int(getattr(getattr(model, "config", None), "vocab_size", 100))
@@ -173,7 +182,9 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
     p = plan(model, task)
     table = prep.table
     trainable = table.param_names()
-    canonical = {id(t): n for n, t in model.named_parameters()}
+    canonical: dict[int, str] = {}  # a tied tensor goes by its first name, as named_parameters() says
+    for n, t in stage_tensors(model).items():
+        canonical.setdefault(id(t), n)
     ex = _examples(model, prep)
     data_names = list(ex)
     Dim = {k: torch.export.Dim(k, min=1 if k == "B" else 2, max=4096) for k in EXAMPLE}
@@ -181,9 +192,9 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
     gdir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         ctx = p.context(ex)
-    ctx_out = list(ctx)  # what the context graph returns (the LM plan includes the labels)
+    ctx_out = list(ctx)  # what the context graph returns (the LM plan includes the labels; a CNN: nothing)
     labels = (torch.randint(0, max(2, len(prep.options.labels)), (EXAMPLE["B"],))
-              if task == "sequence-classification" else ctx["labels"])
+              if task != "causal-lm" else ctx["labels"])
     ctx["labels"] = labels
     ctx_names = list(p.context_dims)
     graphs: dict[str, dict] = {}
@@ -192,17 +203,21 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
     h = ex
     t0 = time.perf_counter()
     for si, st in enumerate(p.stages):
-        full = {n: dict(st.root.named_parameters(remove_duplicate=False))[n] for n in st.params}
+        tensors = stage_tensors(st.root)
+        full = {n: tensors[n] for n in st.params}
         gname = {n: canonical[id(t)] for n, t in full.items()}
         train = [n for n in st.params if gname[n] in trainable]
         frozen = [n for n in st.params if gname[n] not in trainable]
         int8 = {n: quant[gname[n]][2] is not None for n in frozen if gname[n] in quant}
-        key = (st.kind, tuple((n, tuple(full[n].shape), n in train, n in int8) for n in st.params))
+        # static dims of the input are part of a graph's identity (a CNN's spatial size)
+        x_static = () if st.x_dims == ("data",) else tuple(
+            int(s) for s, d in zip(h.shape, st.x_dims) if d is None)
+        key = (st.kind, x_static, tuple((n, tuple(full[n].shape), n in train, n in int8) for n in st.params))
         kind = next((k for k, g in graphs.items() if g["key"] == key), None)
         first = st.x_dims == ("data",)
         x_args = [h[n] for n in data_names] if first else [h]
         x_names = data_names if first else ["x"]
-        x_dims = [("B", "T")] * len(data_names) if first else [st.x_dims]
+        x_dims = [p.data_dims[n] for n in data_names] if first else [st.x_dims]
         with torch.no_grad():
             y = st.body(st.root, h, ctx)
         out_y = y[0] if st.head else y
@@ -241,13 +256,15 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
     missing = [table[i].name for i in range(len(table)) if i not in comp_stage]
     if missing:
         raise UserError(f"the onnx stage plan does not cover components {missing[:3]}")
-    ctx_fn = lambda *a: tuple(p.context(dict(zip(data_names, a))).values())  # noqa: E731
-    ops |= set(_export(ctx_fn, list(ex.values()), data_names, [("B", "T")] * len(data_names),
-                       ctx_out, out / "onnx/context.onnx", Dim))
     programs = [{"name": f"{k}.{v}", "kind": "graph", "files": {"onnx": f}}
                 for k, g in graphs.items() for v, f in g["files"].items()]
-    programs.append({"name": "context", "kind": "graph", "files": {"onnx": "onnx/context.onnx"}})
+    if ctx_out:  # a CNN needs no context (its labels come with the batch)
+        ctx_fn = lambda *a: tuple(p.context(dict(zip(data_names, a))).values())  # noqa: E731
+        ops |= set(_export(ctx_fn, list(ex.values()), data_names, [p.data_dims[n] for n in data_names],
+                           ctx_out, out / "onnx/context.onnx", Dim))
+        programs.append({"name": "context", "kind": "graph", "files": {"onnx": "onnx/context.onnx"}})
     info = {"opset": OPSET, "family": p.family, "task": task, "data_inputs": data_names,
+            "data_dtypes": {n: str(t.dtype).removeprefix("torch.") for n, t in ex.items()},
             "context_outputs": ctx_out, "context_inputs": ctx_names, "stages": stages,
             "graphs": {k: g["files"] for k, g in graphs.items()}, "operators": sorted(ops),
             "dynamic_axes": True, "dropout": "off (graphs traced in eval mode)",

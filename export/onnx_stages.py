@@ -37,7 +37,7 @@ class Stage:
     x_dims: tuple  # dims of the stage input ("data" for the first stage: the token inputs)
     y_dims: tuple
     head: bool = False
-    params: list[str] = field(default_factory=list)  # names relative to root, filled by `plan`
+    params: list[str] = field(default_factory=list)  # names relative to root (+ float buffers), by `plan`
 
 
 @dataclass
@@ -47,6 +47,10 @@ class Plan:
     context: Callable  # context(data: dict[str, Tensor]) -> dict[str, Tensor]
     context_dims: dict[str, tuple]  # dims of each context tensor (labels included)
     label_dims: tuple
+    # dims of the model's data inputs (token ids by default; images keep their spatial size static)
+    data_dims: dict[str, tuple] = field(default_factory=lambda: {"input_ids": ("B", "T"),
+                                                                 "attention_mask": ("B", "T"),
+                                                                 "token_type_ids": ("B", "T")})
 
 
 def _base(model: nn.Module) -> nn.Module:
@@ -151,20 +155,69 @@ def _llama(model: nn.Module, task: str) -> Plan:
     return Plan("llama", stages, context, dims, ("B", "T"))
 
 
-PLANS = {"bert": _bert, "llama": _llama}
+def _efficientnet_lite(model: nn.Module, task: str) -> Plan:
+    """EfficientNet-Lite0 (`rgft_edge.vision`): stem, one stage per MBConv block, the 1x1 head
+    conv with pooling, and the classifier. BatchNorm runs on its frozen statistics (eval mode), as
+    the eager runner trains it; dropout is off like every exported graph."""
+    if task != "image-classification":
+        raise UserError("the onnx backend trains EfficientNet-Lite models for image classification only")
+    net = _base(model)
+
+    def stem(root, x, ctx):
+        return F.relu6(root._bn0(root._conv_stem(x["pixel_values"])))
+
+    def block(root, x, ctx):
+        return root(x)
+
+    def conv_head(root, x, ctx):
+        return F.relu6(root._bn1(root._conv_head(x))).mean((2, 3))
+
+    def head(root, x, ctx):
+        logits = root(x)
+        return _cross_entropy(logits, ctx["labels"]), logits
+
+    img, b = ("B", None, None, None), ("B", None)
+    stages = [Stage("stem", "stem", net, "", ("_conv_stem", "_bn0"), stem, ("data",), img)]
+    for i, blk in enumerate(net._blocks):
+        # blocks of one kind share graphs only when their shapes match (see export_programs)
+        stages.append(Stage(f"blocks.{i}", "block", blk, "", ("",), block, img, img))
+    stages.append(Stage("conv_head", "conv_head", net, "", ("_conv_head", "_bn1"), conv_head, img, b))
+    stages.append(Stage("fc", "fc", net._fc, "", ("",), head, b, (), head=True))
+    return Plan("efficientnet-lite", stages, lambda data: {}, {"labels": ("B",)}, ("B",),
+                data_dims={"pixel_values": img})
+
+
+PLANS = {"bert": _bert, "llama": _llama, "efficientnet-lite": _efficientnet_lite}
+
+
+def _family(model: nn.Module) -> str:
+    from rgft_edge.vision import EfficientNetLite0
+
+    if isinstance(_base(model), EfficientNetLite0):
+        return "efficientnet-lite"
+    found = find_layout(model)
+    return found[0].family if found else "generic"
 
 
 def plan(model: nn.Module, task: str) -> Plan:
     """The stage chain of a prepared model; a clear refusal for families without a plan."""
-    found = find_layout(model)
-    family = found[0].family if found else "generic"
+    family = _family(model)
     if family not in PLANS:
+        other = "torch" if task == "image-classification" else "torch, executorch or onnxruntime"
         raise UserError(f"the onnx backend has stage plans for {', '.join(PLANS)} models; this is a "
-                        f"{family} model (use --backend torch, executorch or onnxruntime)")
+                        f"{family} model (use --backend {other})")
     p = PLANS[family](model, task)
     names = {id(m): n for n, m in model.named_modules()}
     for s in p.stages:
         s.root_name = names[id(s.root)]
-        s.params = [n for n, _ in s.root.named_parameters(remove_duplicate=False)
+        s.params = [n for n in stage_tensors(s.root)
                     if any(path == "" or n.startswith(path + ".") for path in s.paths)]
     return p
+
+
+def stage_tensors(root: nn.Module) -> dict[str, torch.Tensor]:
+    """What a stage's graphs read as inputs: its parameters, and its floating buffers (BatchNorm
+    statistics: blocks that share a graph have their own), never baked in as constants."""
+    out = dict(root.named_parameters(remove_duplicate=False))
+    out.update((n, b) for n, b in root.named_buffers(remove_duplicate=False) if b.is_floating_point())
+    return out

@@ -87,17 +87,31 @@ class FrozenNormMixin:
 class EfficientNetLite0(FrozenNormMixin, nn.Module):
     """State-dict names match the shipped checkpoint (`_conv_stem`, `_blocks.N`, `_fc`)."""
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2,
+                 stages: tuple = LITE0_STAGES, head_channels: int = 1280):
+        # `stages` / `head_channels` other than the defaults only build tiny test networks of the
+        # same structure; the checkpoint needs the defaults.
         super().__init__()
-        self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
-        self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS, momentum=0.01)
+        self.stages = tuple(tuple(st) for st in stages)
+        stem, last = stages[0][4], stages[-1][5]
+        self._conv_stem = SameConv2d(3, stem, 3, stride=2, bias=False)
+        self._bn0 = nn.BatchNorm2d(stem, eps=BN_EPS, momentum=0.01)
         self._blocks = nn.ModuleList(
             MBConv(k, s if i == 0 else 1, e, cin if i == 0 else cout, cout)
-            for r, k, s, e, cin, cout in LITE0_STAGES for i in range(r))
-        self._conv_head = SameConv2d(320, 1280, 1, bias=False)
-        self._bn1 = nn.BatchNorm2d(1280, eps=BN_EPS, momentum=0.01)
+            for r, k, s, e, cin, cout in stages for i in range(r))
+        self._conv_head = SameConv2d(last, head_channels, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(head_channels, eps=BN_EPS, momentum=0.01)
         self._dropout = nn.Dropout(dropout)
-        self._fc = nn.Linear(1280, num_classes)
+        self._fc = nn.Linear(head_channels, num_classes)
+
+    def shape_config(self) -> dict:
+        """The non-default shape arguments (none for the checkpoint's network), for a rebuild."""
+        out = {}
+        if self.stages != LITE0_STAGES:
+            out["stages"] = [list(st) for st in self.stages]
+        if self._fc.in_features != 1280:
+            out["head_channels"] = self._fc.in_features
+        return out
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         x = F.relu6(self._bn0(self._conv_stem(pixel_values)))
@@ -210,7 +224,7 @@ def image_source(model: nn.Module, name_or_dir: str) -> dict:
     if isinstance(model, EfficientNetLite0):
         return {"path": name_or_dir, "family": "efficientnet-lite0", "architecture": "EfficientNetLite0",
                 "task": task, "config": {"model_type": "efficientnet-lite0", "num_classes": model._fc.out_features,
-                                         "dropout": model._dropout.p}}
+                                         "dropout": model._dropout.p, **model.shape_config()}}
     if isinstance(model, HFImageClassifier):
         cfg = json.loads(model.model.config.to_json_string())
         return {"path": name_or_dir, "family": cfg.get("model_type", "generic"),
@@ -226,7 +240,10 @@ def image_classifier_from_source(source: dict) -> nn.Module:
     model_type = cfg.pop("model_type", None)
     torch.manual_seed(0)
     if model_type == "efficientnet-lite0":
-        return EfficientNetLite0(int(cfg["num_classes"]), float(cfg.get("dropout", 0.2)))
+        shape = {"stages": tuple(tuple(int(v) for v in st) for st in cfg["stages"])} if "stages" in cfg else {}
+        if "head_channels" in cfg:
+            shape["head_channels"] = int(cfg["head_channels"])
+        return EfficientNetLite0(int(cfg["num_classes"]), float(cfg.get("dropout", 0.2)), **shape)
     if model_type is None or source.get("wrapper") != "HFImageClassifier":
         raise ModelError(f"source_model {source.get('architecture')!r}: no model_type or wrapper to rebuild "
                          "an image classifier from")

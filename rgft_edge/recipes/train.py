@@ -58,8 +58,9 @@ def _fixed_by_artifact(artifact: Artifact, cfg: FinetuneConfig) -> tuple[Finetun
                             + ("not image data (a folder of class subfolders or a .npz)" if image else
                                "image data (a folder or .npz): pass a .csv/.tsv/.jsonl file or a shipped text dataset"))
     if image:
-        if artifact.backend != "torch":
-            raise UserError(f"{artifact.root}: image artifacts train on the torch backend only, not {artifact.backend}")
+        if artifact.backend not in ("torch", "onnx"):
+            raise UserError(f"{artifact.root}: image artifacts train on the torch and onnx backends, "
+                            f"not {artifact.backend}")
         cfg.data.image_size = spec["image_size"]
         return cfg, ImageEncoder.from_spec(spec)
     cfg.data.max_length = spec["max_length"]

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_sentiment_csv
+from tests.export.test_onnx_cnn import cnn_artifacts  # noqa: F401 - fixture
+from tests.test_vision import write_two_class_folder
 
 VENV = Path(__file__).resolve().parents[2] / ".venv-device-onnx"
 pytestmark = pytest.mark.skipif(not (VENV / "bin" / "rgft-edge").exists(),
@@ -40,4 +42,17 @@ def test_train_an_onnx_artifact_without_torch(tiny_artifacts, tmp_path):
     assert summary["steps"] == 6
     env = json.loads((out / "config.json").read_text())["environment"]
     assert env["onnxruntime_build"] == "stock"
+    assert (out / "adapted" / "trainable.safetensors").is_file()
+
+
+def test_train_a_cnn_artifact_on_an_image_folder_without_torch(cnn_artifacts, tmp_path):
+    data = write_two_class_folder(tmp_path / "imgs", n=12, size=20)  # resized to the artifact's 16 px
+    out = tmp_path / "run"
+    res = run(VENV / "bin" / "rgft-edge", "train", cnn_artifacts["onnx"], "--data", data, "--policy", "paced",
+              "--max-steps", "5", "--eval-examples", "8", "--no-progress", "--no-report", "--out", out,
+              env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 5 and 0.0 <= summary["held_out_accuracy"] <= 1.0
+    assert json.loads((out / "config.json").read_text())["environment"]["onnxruntime_build"] == "stock"
     assert (out / "adapted" / "trainable.safetensors").is_file()

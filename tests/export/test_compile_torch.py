@@ -77,3 +77,21 @@ def test_cut_depth_plan_spans_bottom_to_head():
     table = ComponentTable([Component(f"c{i}", "lora", i, [ParamRef(f"p{i}")], 1) for i in range(13)], "lora")
     plan = cut_depth_plan(table, 4)
     assert plan[0] == 0 and plan[-1] == 12 and len(plan) == 4 and plan == sorted(plan)
+
+
+def test_a_failed_forced_compile_keeps_the_old_artifact(tiny_model_dir, tmp_path, monkeypatch):
+    from rgft_edge.artifact import load_artifact
+    from rgft_edge.export import compile as compile_mod
+
+    out = tmp_path / "arts" / "art"
+    compile_mod.compile_artifact(str(tiny_model_dir), out, "torch", tiny_opts(quantize="none"))
+    before = load_artifact(out).manifest["files"]
+
+    def broken(*a, **k):
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr(compile_mod, "_export_backend", broken)
+    with pytest.raises(RuntimeError, match="exporter crashed"):
+        compile_mod.compile_artifact(str(tiny_model_dir), out, "torch", tiny_opts(quantize="none"), force=True)
+    assert load_artifact(out).manifest["files"] == before  # still whole and valid
+    assert [p.name for p in out.parent.iterdir()] == ["art"]  # no partial folder left
