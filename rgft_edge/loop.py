@@ -19,7 +19,7 @@ from .backend import Backend, Batch
 from .costs import CostModel
 from .error_map import ErrorMap
 from .errors import UserError
-from .estimators import compute_scores
+from .estimators import compute_scores, squared_norms
 from .optim import ComponentAdamW
 from .policies import Policy, Selection
 
@@ -110,7 +110,9 @@ def _step_shrinking_on_oom(backend: Backend, batch: Batch, sel: Selection, depth
 
 
 def _finite_grads(grads) -> bool:
-    return all(math.isfinite(float(abs(g).sum())) for g in grads.values())
+    # A plain sum reads each gradient once with no temporary; NaN and inf propagate through it (a
+    # finite sum overflowing to inf would be a fault worth skipping too).
+    return all(math.isfinite(float(g.sum())) for g in grads.values())
 
 
 def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: ComponentAdamW,
@@ -155,11 +157,14 @@ def train(backend: Backend, policy: Policy, error_map: ErrorMap, optimizer: Comp
         t_sel = time.perf_counter() - t0
 
         out, sel = _step_shrinking_on_oom(backend, batch, sel, depth, settings.estimator == "activation")
-        ok = math.isfinite(out.loss) and _finite_grads(out.grads)
 
         t1 = time.perf_counter()
+        # grad-norm scores and the finite check share one read of every gradient (memory-bound)
+        squared = squared_norms(out.grads) if settings.estimator == "grad-norm" and settings.p_norm == 2 else None
+        finite = all(map(math.isfinite, squared.values())) if squared is not None else _finite_grads(out.grads)
+        ok = math.isfinite(out.loss) and finite
         scores, measured = compute_scores(settings.estimator, table, out.grads, out.hook_norms,
-                                          settings.p_norm)
+                                          settings.p_norm, squared)
         if ok:
             error_map.update(step, measured, scores)
         # hook work inside forward/backward (activation norms) is tracking too

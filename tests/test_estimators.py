@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from rgft_edge.device_runners.torch_eager import TorchEagerBackend
-from rgft_edge.estimators import compute_scores, grad_norm_scores, lp_norm
+from rgft_edge.estimators import compute_scores, grad_norm_scores, lp_norm, squared_norms
 from rgft_edge.partition import build_component_table
 from tests.conftest import text_batch, tiny_bert, tiny_llama
 
@@ -17,6 +17,26 @@ def test_lp_norms_match_numpy():
     assert lp_norm(x, 2) == pytest.approx(np.sqrt(27))
     assert lp_norm(x, 1) == pytest.approx(9.0)
     assert lp_norm(torch.tensor(x), 2) == pytest.approx(np.sqrt(27))
+    assert lp_norm(x.astype(np.float32)[:, :1], 2) == pytest.approx(np.sqrt(10))  # a strided view
+
+
+def test_squared_norms_serve_the_scores_and_catch_nan_and_inf():
+    model = tiny_llama()
+    batch = text_batch()
+    table = build_component_table(model, "block", {"input_ids": batch["input_ids"]})
+    out = TorchEagerBackend(model, table).train_step(np_batch(batch), np.ones(len(table), bool), False)
+    for grads in (out.grads, {k: v.numpy() for k, v in out.grads.items()}):  # eager tensors, runner arrays
+        squared = squared_norms(grads)
+        assert set(squared) == set(grads)
+        for name, g in grads.items():
+            assert squared[name] == pytest.approx(float((np.asarray(g, np.float64) ** 2).sum()), rel=1e-5)
+        np.testing.assert_allclose(grad_norm_scores(table, grads, 2.0, squared)[0],
+                                   grad_norm_scores(table, grads, 2.0)[0], rtol=1e-6)
+    for bad in (np.nan, np.inf, -np.inf):
+        g = np.ones((3, 4), np.float32)
+        g[1, 2] = bad
+        assert not np.isfinite(squared_norms({"w": g})["w"])
+        assert not np.isfinite(squared_norms({"w": torch.from_numpy(g)})["w"])
 
 
 @pytest.mark.parametrize("p", [1.0, 2.0])
