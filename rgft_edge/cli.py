@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     co = sub.add_parser("compile", help="host: quantize, add adapters, partition, export an artifact")
     add_group_flags(co, "model", exclude=("train_embeddings",), defaults={"adapter": "lora", "granularity": None})
-    add_group_flags(co, "data", only=("max_length", "batch_size", "image_size"))
+    add_group_flags(co, "data", only=("max_length", "batch_size", "image_size", "text_column", "label_column"))
     add_group_flags(co, "limits", only=("profile",))
     out = co.add_argument_group("compile")
     out.add_argument("--backend", choices=backend_names(), default=None,
@@ -119,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--quantize", choices=("int8", "none"), default=None,
                      help="int8: torchao int8 frozen base (default for text); none (default, and the only "
                      "choice, for --task image-classification)")
-    out.add_argument("--labels", default="rotten,fresh", help="comma-separated label names")
+    out.add_argument("--labels", default=None, help="comma-separated label names (default: rotten,fresh)")
+    out.add_argument("--labels-from", default=None, metavar="DATA",
+                     help="take the label names from training data instead of typing them: an image "
+                     "folder / .npz / orl-faces, or a text file (its --label-column)")
     out.add_argument("--lora-targets", default=None, help="comma-separated module names")
     out.add_argument("--programs", type=int, default=4, help="backprop cut depths to export")
     out.add_argument("--dropout", type=float, default=None, help="override every dropout rate (0: deterministic)")
@@ -158,7 +161,7 @@ def _compile(args) -> int:
         backend = "torch"  # the one backend that runs image models
     elif backend is None:
         backend = load_profile(args.profile).preferred_backend if args.profile else "executorch"
-    opts = PrepareOptions(task=args.task, labels=[x.strip() for x in args.labels.split(",") if x.strip()],
+    opts = PrepareOptions(task=args.task, labels=_compile_labels(args, image),
                           adapter="lora" if args.adapter == "lora" else "full",
                           quantize=args.quantize or ("none" if image else "int8"),
                           lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
@@ -169,6 +172,23 @@ def _compile(args) -> int:
     report = compile_artifact(model, args.out, backend, opts, force=args.force, max_programs=args.programs)
     print(format_report(report, args.out))
     return 0
+
+
+def _compile_labels(args, image: bool) -> list[str]:
+    """--labels typed out, or --labels-from read off the data the device will train on (the order
+    `train` itself gives them: class folders sorted, .npz label_names, a text column's sorted values)."""
+    if args.labels is not None and args.labels_from is not None:
+        raise UserError("pass --labels or --labels-from, not both")
+    if args.labels_from is None:
+        return [x.strip() for x in (args.labels or "rotten,fresh").split(",") if x.strip()]
+    if image:
+        from .images import load_images
+
+        return list(load_images(args.labels_from).label_names)
+    from .data import load_dataset
+
+    return list(load_dataset(args.labels_from, text_column=args.text_column,
+                             label_column=args.label_column).label_names)
 
 
 def format_report(r: dict, out: str) -> str:

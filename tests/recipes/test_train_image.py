@@ -85,3 +85,20 @@ def test_wrong_data_is_refused_in_one_line(resnet_dir, images, tmp_path, capsys,
         err = capsys.readouterr().err
         assert code == 2 and message in err and "Traceback" not in err, (argv, err)
         assert len(err.strip().splitlines()) == 1, err
+
+
+def test_labels_from_the_data_instead_of_typed(resnet_dir, images, tmp_path, sentiment_csv, tiny_model_dir, capsys):  # noqa: F811
+    assert main(["compile", "--task", "image-classification", "--model", str(resnet_dir), "--labels-from",
+                 str(images), "--batch-size", "4", "-o", str(tmp_path / "img")]) == 0
+    assert json.loads((tmp_path / "img" / "manifest.json").read_text())["labels"] == ["bright", "dark"]
+    # text: the label column's values, in the order `train` reads them
+    assert main(["compile", "--backend", "torch", "--quantize", "none", "--model", str(tiny_model_dir),
+                 "--labels-from", str(sentiment_csv), "--text-column", "review", "--label-column", "sentiment",
+                 "-o", str(tmp_path / "txt")]) == 0
+    labels = json.loads((tmp_path / "txt" / "manifest.json").read_text())["labels"]
+    assert sorted(labels) == labels and len(labels) == 2
+    capsys.readouterr()
+    assert main(["compile", "--task", "image-classification", "--model", str(resnet_dir), "--labels", "a,b",
+                 "--labels-from", str(images), "-o", str(tmp_path / "both")]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert not (tmp_path / "both").exists()
