@@ -125,7 +125,38 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         lines.append(f"| {r['artifact']} | {r['policy']} | {r['median_step_s'] * 1000:.0f} | {cuts} | "
                      f"{r['peak_rss_bytes'] / 1e6:.0f} | {r['backward_fraction_est']:.2f} | "
                      f"{r['mean_selected']:.1f}/{r['components']} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ratio_table(rows)) + "\n"
+
+
+def ratio_table(rows: list[dict]) -> list[str]:
+    """Medians over repeats, as ratios: each artifact's full step against the torch artifact of
+    the same kind (quantization + adapter), and each policy's step against the artifact's own full
+    step."""
+    ok = [r for r in rows if "error" not in r]
+    med: dict[tuple, float] = {}
+    for key in {(r["artifact"], r["policy"]) for r in ok}:
+        med[key] = statistics.median(r["median_step_s"] for r in ok if (r["artifact"], r["policy"]) == key)
+    kind = {r["artifact"]: (r["artifact_kind"]["quantization"], r["artifact_kind"]["adapter"]) for r in ok}
+    eager = {kind[r["artifact"]]: med[(r["artifact"], "full")] for r in ok
+             if r["backend"] == "torch" and (r["artifact"], "full") in med}
+    peak = {}
+    for r in ok:
+        peak.setdefault(r["artifact"], []).append(r["peak_rss_bytes"])
+    policies = [p for p in POLICIES if any(r["policy"] == p for r in ok) and p != "full"]
+    out = ["", "Ratios (medians over repeats): full step vs the torch artifact of the same kind; "
+           "other policies vs the artifact's own full step.", "",
+           "| artifact | full step (ms) | full vs eager torch | " + " | ".join(f"{p} vs own full" for p in policies)
+           + " | peak RSS, max over runs (MB) |",
+           "|---|---|---|" + "---|" * len(policies) + "---|"]
+    for art in sorted(kind):
+        full = med.get((art, "full"))
+        if full is None:
+            continue
+        ref = eager.get(kind[art])
+        cells = [f"{med[(art, p)] / full:.2f}" if (art, p) in med else "—" for p in policies]
+        out.append(f"| {art} | {full * 1000:.0f} | {f'{full / ref:.2f}' if ref else '—'} | "
+                   + " | ".join(cells) + f" | {max(peak[art]) / 1e6:.0f} |")
+    return out
 
 
 if __name__ == "__main__":

@@ -6,6 +6,18 @@ needed with torchao int8) -> `_export_forward_backward` -> `to_edge` with IR che
 `to_executorch`. All cut methods go into one `train.pte`; frozen constants (the int8 base) are
 stored once and shared by every method.
 
+Kernels (`PrepareOptions.executorch_kernels`), measured on MiniLM in benchmarks/runners.py:
+- `xnnpack` (default): the training methods are lowered with XNNPACK's partitioner, weights
+  treated as runtime values (they are method inputs and change every step), so the matmuls of
+  forward *and* backward and most elementwise / layout ops run as XNNPACK subgraphs.
+  Clone / dim-order-copy configs are left out: XNNPACK refuses a subgraph whose output is one of
+  its inputs, which those no-op copies create in joint graphs (softmax and tanh outputs saved for
+  backward).
+- `optimized`: `linear` decomposed to `matmul + add`, so matmuls reach the optimized kernel
+  library's BLAS `mm`; everything else on the kernels the runtime registers.
+- `portable`: ExecuTorch's default lowering (`linear` as `addmm`, which only has a portable,
+  naive kernel) — the baseline the other two are measured against.
+
 The trainable parameters are *inputs* of every method (through `torch.func.functional_call`), in
 one fixed order; a method marks only its cut's share as requiring grad and returns
 (loss, logits, gradients of those inputs). So no method holds a private copy of a weight another
@@ -67,26 +79,52 @@ def _empty_permuted_as_empty(size, physical_layout, *, dtype=None, layout=None, 
     return torch.empty(size, dtype=dtype, device=device)  # layout is a hint; contiguous is valid
 
 
-def _decompositions():
+def _decompositions(kernels: str = "optimized"):
     """Ops the portable kernel library lacks or runs slowly:
     new_empty_strided (appears with torchao int8) and empty_permuted (Llama's backward) have no
-    out-variant; linear -> matmul + add because the portable addmm is ~15x slower than mm."""
+    out-variant; linear -> matmul + add (except for `portable`) because the portable addmm is
+    ~15x slower than mm and XNNPACK does not take addmm with a non-static weight."""
     from torch._decomp import get_decompositions
 
     table = get_decompositions([torch.ops.aten.new_empty_strided.default])
-    table[torch.ops.aten.linear.default] = _linear_as_mm
+    if kernels != "portable":
+        table[torch.ops.aten.linear.default] = _linear_as_mm
     table[torch.ops.aten.empty_permuted.default] = _empty_permuted_as_empty
     return table
 
 
-def _joint(module: nn.Module, inputs: tuple):
+def _joint(module: nn.Module, inputs: tuple, kernels: str = "optimized"):
     from torch.export import export
     from torch.export.experimental import _export_forward_backward
 
-    ep = export(module, inputs, strict=False).run_decompositions(_decompositions())
+    ep = export(module, inputs, strict=False).run_decompositions(_decompositions(kernels))
     joint = _export_forward_backward(ep)
     # the backward graph brings its own ops (e.g. empty_permuted from Llama's attention)
-    return joint.run_decompositions(_decompositions())
+    return joint.run_decompositions(_decompositions(kernels))
+
+
+def xnnpack_partitioner():
+    """XNNPACK for training graphs: weights are runtime inputs; no clone / dim-order-copy configs
+    (they make pass-through subgraphs in joint graphs, which XNNPACK refuses)."""
+    from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    skip = {"CloneConfig", "CloneDimOrderConfig", "ToDimOrderCopyConfig"}
+    return XnnpackPartitioner(configs=[c for c in ALL_PARTITIONER_CONFIGS if c.__name__ not in skip],
+                              force_non_static_weights_for_f32_linear=True)
+
+
+def _to_edge(eps: dict, kernels: str):
+    """Edge programs; with `xnnpack` the training methods are lowered (the inference method is
+    not: its trainable weights are external constants that a device replaces, and XNNPACK would
+    pack the compile-time values into its blob)."""
+    from executorch.exir import EdgeCompileConfig, to_edge, to_edge_transform_and_lower
+
+    ecc = EdgeCompileConfig(_check_ir_validity=False)
+    if kernels != "xnnpack":
+        return to_edge(eps, compile_config=ecc)
+    parts = {name: ([xnnpack_partitioner()] if name.startswith("train_") else []) for name in eps}
+    return to_edge_transform_and_lower(eps, partitioner=parts, compile_config=ecc)
 
 
 def exportable_copy(prep: PreparedModel) -> nn.Module:
@@ -103,8 +141,9 @@ def exportable_copy(prep: PreparedModel) -> nn.Module:
 
 
 def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[list[dict], dict]:
-    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge
+    from executorch.exir import ExecutorchBackendConfig
 
+    kernels = prep.options.executorch_kernels
     model = exportable_copy(prep)
     ex = example_inputs(model, prep.options)
     names = list(ex)
@@ -121,7 +160,7 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
         members = [i for i, c in enumerate(table) if c.depth >= d]
         on = table.param_names(members)
         params = tuple(named[n].detach().clone().requires_grad_(n in on) for n in trainable)
-        eps[f"train_d{d}"] = _joint(wrapper, tuple(ex.values()) + (labels,) + params)
+        eps[f"train_d{d}"] = _joint(wrapper, tuple(ex.values()) + (labels,) + params, kernels)
         programs.append({"name": f"train_d{d}", "kind": "train", "min_depth": d,
                          "files": {"program": "executorch/train.pte"}, "components": members,
                          "trainable_params": [n for n in trainable if n in on]})
@@ -132,9 +171,8 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
     from torch.export import export
 
     infer = _Logits(model, names).eval()
-    eps["forward"] = export(infer, tuple(ex.values()), strict=False).run_decompositions(_decompositions())
-    ecc = EdgeCompileConfig(_check_ir_validity=False)
-    edge = to_edge(eps, compile_config=ecc)
+    eps["forward"] = export(infer, tuple(ex.values()), strict=False).run_decompositions(_decompositions(kernels))
+    edge = _to_edge(eps, kernels)
     ph2fqn = dict(edge.exported_program("forward").graph_signature.inputs_to_parameters)
     ext = {PREFIX + n for n in trainable}
     prog = edge.to_executorch(ExecutorchBackendConfig(
@@ -150,5 +188,6 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
                      "files": {"program": "executorch/train.pte", "weights": f"executorch/{PTD_TAG}.ptd"}})
     info = {"param_prefix": PREFIX, "data_inputs": names, "label_input": "labels",
             "param_inputs": trainable, "outputs": ["loss", "logits", "grads of trainable inputs"],
-            "dynamic_axes": False, "dropout": "off (eval-mode export)", "weights_tag": PTD_TAG}
+            "dynamic_axes": False, "dropout": "off (eval-mode export)", "weights_tag": PTD_TAG,
+            "kernels": kernels}
     return programs, info

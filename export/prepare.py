@@ -23,6 +23,7 @@ from rgft_edge.partition.layouts import find_layout
 LORA_TARGETS = {"bert": ["query", "value"], "llama": ["q_proj", "v_proj"], "gpt2": ["c_attn"]}
 HEAD_NAMES = ("classifier", "score", "lm_head")
 TASKS = ("sequence-classification", "causal-lm")  # HF text models; images: export/image.py
+EXECUTORCH_KERNELS = ("xnnpack", "optimized", "portable")  # export/executorch_backend.py
 
 
 @dataclass
@@ -40,6 +41,7 @@ class PrepareOptions:
     seed: int = 0  # initialises the new head and LoRA A matrices reproducibly
     dropout: float | None = None  # override every dropout rate (0: deterministic steps on device)
     image_size: int | None = None  # image-classification: pixels per side (None: the model's own)
+    executorch_kernels: str = "xnnpack"  # executorch backend: xnnpack | optimized | portable
 
 
 @dataclass
@@ -127,6 +129,9 @@ def check_options(opts: PrepareOptions) -> None:
         raise UserError(f"--adapter must be lora or full, got {opts.adapter!r}")
     if opts.quantize not in ("int8", "none"):
         raise UserError(f"--quantize must be int8 or none, got {opts.quantize!r}")
+    if opts.executorch_kernels not in EXECUTORCH_KERNELS:
+        raise UserError(f"--executorch-kernels must be one of {', '.join(EXECUTORCH_KERNELS)}, "
+                        f"got {opts.executorch_kernels!r}")
 
 
 def prepare(model_dir: str, opts: PrepareOptions) -> PreparedModel:

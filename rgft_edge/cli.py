@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "folder / .npz / orl-faces, or a text file (its --label-column)")
     out.add_argument("--lora-targets", default=None, help="comma-separated module names")
     out.add_argument("--programs", type=int, default=4, help="backprop cut depths to export")
+    out.add_argument("--executorch-kernels", choices=("xnnpack", "optimized", "portable"), default="xnnpack",
+                     help="executorch backend: lower the training programs to XNNPACK (default), or keep "
+                     "them on the optimized / portable kernel libraries (docs/artifacts.md)")
     out.add_argument("--dropout", type=float, default=None, help="override every dropout rate (0: deterministic)")
     out.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
     out.add_argument("-o", "--out", required=True, help="artifact directory to write")
@@ -167,7 +170,8 @@ def _compile(args) -> int:
                           lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
                           lora_targets=args.lora_targets.split(",") if args.lora_targets else None,
                           granularity=args.granularity, max_length=args.max_length,
-                          batch_size=args.batch_size, dropout=args.dropout, image_size=args.image_size)
+                          batch_size=args.batch_size, dropout=args.dropout, image_size=args.image_size,
+                          executorch_kernels=args.executorch_kernels)
     model = (args.model or "efficientnet-lite0") if image else resolve_model(args.model)
     report = compile_artifact(model, args.out, backend, opts, force=args.force, max_programs=args.programs)
     print(format_report(report, args.out))
