@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
-# Prove the `onnx` device runner installs and trains on linux aarch64 (Raspberry Pi OS bookworm =
-# Debian 12 arm64, Python 3.11) by running it under qemu user-mode emulation on an x86_64 host.
+# Prove a device runner installs and trains on linux aarch64 (Raspberry Pi OS bookworm = Debian 12
+# arm64, Python 3.11) by running it under qemu user-mode emulation on an x86_64 host.
 #
-#   scripts/emulate_aarch64.sh [ARTIFACT] [CSV]      (run as root; WORK=/tmp/rgft-aarch64 by default)
+#   scripts/emulate_aarch64.sh ARTIFACT CSV          (run as root; WORK=/tmp/rgft-aarch64 by default)
+#   EXTRA=device-executorch scripts/emulate_aarch64.sh ARTIFACT CSV    (an executorch artifact)
 #
 # No binfmt_misc is assumed: every arm64 binary is started explicitly through qemu-aarch64-static -L ROOT.
-# Env: WORK (cache dir), OUTDIR (run dir, default WORK/run/out), ORT_VERSION (override the onnxruntime pin).
+# Env: EXTRA (the device extra, default device-onnx), WORK (cache dir), OUTDIR (run dir, default
+# WORK/run/out).
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
   echo "usage: $0 ARTIFACT CSV   (an artifact compiled with --backend onnx; a CSV with review,sentiment columns)" >&2
   exit 2
 fi
+EXTRA=${EXTRA:-device-onnx}
 ARTIFACT=$(realpath "$1")
 CSV=$(realpath "$2")
 WORK=${WORK:-/tmp/rgft-aarch64}
 OUTDIR=${OUTDIR:-$WORK/run/out}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 ROOT=$WORK/root      # arm64 Debian userland
-SITE=$WORK/site      # third-party aarch64 wheels (cached per requirement list)
+SITE=$WORK/site-$EXTRA   # third-party aarch64 wheels (cached per requirement list)
 APP=$WORK/app        # this project, rebuilt every run (pure Python)
 NICE=(nice -n 19)    # keep CPU use low: this may share a machine with benchmarks
 # -P: do not put the cwd on sys.path (from the repo, its bare rgft_edge/ would shadow the install)
@@ -51,25 +54,26 @@ fi
 t_root=$(secs "$t0" "$(now)")
 "${QEMU[@]}" -c 'import sys, ssl; print("emulated python", sys.version.split()[0], ssl.OPENSSL_VERSION)'
 
-# 3. Wheels: the core dependencies + the device-onnx extra, read from pyproject.toml, as aarch64 /
-#    cp311 / manylinux binaries chosen by the host's pip (no pip, no compiler inside the emulator).
-mapfile -t REQS < <(ORT_VERSION=${ORT_VERSION:-} python3 - "$REPO/pyproject.toml" <<'EOF'
-import os, sys, tomllib
+# 3. Wheels: the core dependencies + the extra, as aarch64 / cp311 / manylinux binaries chosen by
+#    the host's pip (no pip, no compiler inside the emulator). scripts/check_device_install.py
+#    evaluates the environment markers for aarch64 (host pip would evaluate them for x86_64) and
+#    adds what the extra installs with --no-deps (executorch).
+REQS=$(python3 - "$REPO/pyproject.toml" "$EXTRA" <<'EOF'
+import sys, tomllib
 p = tomllib.load(open(sys.argv[1], "rb"))["project"]
-for r in p["dependencies"] + p["optional-dependencies"]["device-onnx"]:
-    if r.startswith("onnxruntime==") and os.environ["ORT_VERSION"]:
-        r = "onnxruntime==" + os.environ["ORT_VERSION"]
-    print(r)
+print(" ".join(p["dependencies"] + p["optional-dependencies"][sys.argv[2]]))
 EOF
 )
 t0=$(now); cached_site=true
-if [ "$(cat "$SITE/.rgft-reqs" 2>/dev/null)" != "${REQS[*]}" ]; then
-  cached_site=false; log "pip install aarch64 wheels: ${REQS[*]}"
-  rm -rf "$SITE"
-  "${NICE[@]}" python3 -m pip install -q --target "$SITE" --only-binary=:all: --implementation cp \
-    --python-version 3.11 --platform manylinux_2_28_aarch64 --platform manylinux_2_17_aarch64 \
-    --platform manylinux2014_aarch64 "${REQS[@]}"
-  echo "${REQS[*]}" > "$SITE/.rgft-reqs"
+if [ "$(cat "$SITE/.rgft-reqs" 2>/dev/null)" != "$REQS" ]; then
+  cached_site=false; log "aarch64 wheels for $EXTRA: $REQS"
+  rm -rf "$SITE" "$WORK/wheels-$EXTRA"
+  "${NICE[@]}" python3 "$REPO/scripts/check_device_install.py" --extra "$EXTRA" --python 3.11 \
+    --wheelhouse "$WORK/wheels-$EXTRA"
+  "${NICE[@]}" python3 -m pip install -q --target "$SITE" --no-deps --no-index --only-binary=:all: \
+    --implementation cp --python-version 3.11 --platform manylinux_2_28_aarch64 \
+    --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 "$WORK/wheels-$EXTRA"/*.whl
+  echo "$REQS" > "$SITE/.rgft-reqs"
 fi
 # The project itself (package-dir assembles rgft_edge from four folders): build its pure-Python wheel
 # from a copy, so that setuptools writes build/ and egg-info outside the repository.
@@ -79,13 +83,21 @@ find "$WORK/src" -name __pycache__ -prune -exec rm -rf {} +
 "${NICE[@]}" python3 -m pip install -q --target "$APP" --no-deps "$WORK/src"
 t_wheels=$(secs "$t0" "$(now)")
 
-# 4. Under emulation: the interpreter's view of the machine, and the import of onnxruntime.
+# 4. Under emulation: the interpreter's view of the machine, and the import of the runtime.
 export PYTHONPATH=$APP:$SITE HF_HUB_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
-t0=$(now)
-PROBE=$("${NICE[@]}" "${QEMU[@]}" -c 'import json, platform, sys, onnxruntime as ort
+case "$EXTRA" in
+  device-executorch) PROBE_PY='import torch; from executorch.extension.pybindings import _C
+import rgft_edge.device_runners.executorch_runner as r
+rt = {"torch": torch.__version__, "executorch_threads": _C._threadpool_get_thread_count()}' ;;
+  *) PROBE_PY='import onnxruntime as ort
 import rgft_edge.device_runners.onnx_runner as r
-print(json.dumps({"machine": platform.machine(), "python": sys.version.split()[0],
-                  "onnxruntime": ort.__version__, "onnx_runner": r.__file__}))')
+rt = {"onnxruntime": ort.__version__}' ;;
+esac
+t0=$(now)
+PROBE=$("${NICE[@]}" "${QEMU[@]}" -c "import json, platform, sys
+$PROBE_PY
+print(json.dumps({'machine': platform.machine(), 'python': sys.version.split()[0], 'extra': '$EXTRA',
+                  **rt, 'runner': r.__file__}))")
 t_import=$(secs "$t0" "$(now)")
 echo "probe: $PROBE"
 
@@ -109,7 +121,7 @@ summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json
 doc = {**probe, "qemu": sys.argv[11], "train_exit_code": rc, "command": sys.argv[12],
        "seconds": {"debootstrap": float(sys.argv[5]), "debootstrap_cached": sys.argv[6] == "true",
                    "wheel_install": float(sys.argv[7]), "wheels_cached": sys.argv[8] == "true",
-                   "import_onnxruntime_emulated": float(sys.argv[9]), "train_emulated": float(sys.argv[10])},
+                   "import_runtime_emulated": float(sys.argv[9]), "train_emulated": float(sys.argv[10])},
        "steps": summary.get("steps"), "stop_reason": summary.get("stop_reason")}
 Path(report).write_text(json.dumps(doc, indent=1) + "\n")
 print(json.dumps(doc, indent=1))

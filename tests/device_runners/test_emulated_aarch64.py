@@ -1,6 +1,7 @@
-"""`rgft-edge train` of an `onnx` artifact on linux aarch64 (Debian 12 arm64 userland, the
-device-onnx extra's aarch64 wheels) under qemu user-mode emulation, through
-`scripts/emulate_aarch64.sh`. Opt-in (RGFT_EMULATE_AARCH64=1): the first run downloads an arm64
+"""`rgft-edge train` of an `onnx` artifact (device-onnx extra) and of an `executorch` artifact
+(device-executorch extra: CPU-only torch 2.10.0 + executorch without its exporter dependencies) on
+linux aarch64 (Debian 12 arm64 userland, the extras' aarch64 wheels) under qemu user-mode
+emulation, through `scripts/emulate_aarch64.sh`. Opt-in (RGFT_EMULATE_AARCH64=1): the first run downloads an arm64
 Debian userland and the wheels (~560 MB), and needs root for the host tools."""
 
 import json
@@ -17,12 +18,13 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "emulate_aarch64.sh"
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("RGFT_EMULATE_AARCH64") != "1", reason="opt-in: RGFT_EMULATE_AARCH64=1")
-def test_train_an_onnx_artifact_on_emulated_aarch64(tiny_artifacts, tmp_path):
+@pytest.mark.parametrize("backend, extra", [("onnx", "device-onnx"), ("executorch", "device-executorch")])
+def test_train_an_artifact_on_emulated_aarch64(tiny_artifacts, tmp_path, backend, extra):
     data = write_sentiment_csv(tmp_path / "reviews.csv", n=40)
     out = tmp_path / "run" / "out"
-    res = subprocess.run(["bash", str(SCRIPT), str(tiny_artifacts["onnx"]), str(data)], capture_output=True,
-                         text=True, timeout=1800, env={**os.environ, "OUTDIR": str(out)})
+    res = subprocess.run(["bash", str(SCRIPT), str(tiny_artifacts[backend]), str(data)], capture_output=True,
+                         text=True, timeout=3600, env={**os.environ, "OUTDIR": str(out), "EXTRA": extra})
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads((out.parent / "emulation.json").read_text())
-    assert report["machine"] == "aarch64"
+    assert report["machine"] == "aarch64" and report["extra"] == extra
     assert report["steps"] == 6 and report["stop_reason"] == "completed"
