@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     co = sub.add_parser("compile", help="host: quantize, add adapters, partition, export an artifact")
     add_group_flags(co, "model", exclude=("train_embeddings",), defaults={"adapter": "lora", "granularity": None})
-    add_group_flags(co, "data", only=("max_length", "batch_size", "image_size", "text_column", "label_column"))
+    add_group_flags(co, "data", only=("max_length", "batch_size", "image_size", "text_column", "label_column",
+                                      "encoding"))
     add_group_flags(co, "limits", only=("profile",))
     out = co.add_argument_group("compile")
     out.add_argument("--backend", choices=backend_names(), default=None,
@@ -191,8 +192,8 @@ def _compile_labels(args, image: bool) -> list[str]:
         return list(load_images(args.labels_from).label_names)
     from .data import load_dataset
 
-    return list(load_dataset(args.labels_from, text_column=args.text_column,
-                             label_column=args.label_column).label_names)
+    return list(load_dataset(args.labels_from, text_column=args.text_column, label_column=args.label_column,
+                             encoding=args.encoding).label_names)
 
 
 def format_report(r: dict, out: str) -> str:

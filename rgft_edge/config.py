@@ -47,6 +47,9 @@ class DataConfig:
     label_column: str = setting("label", "label column of a .csv/.tsv/.jsonl file")
     on_bad_row: str = setting("skip", "skip (counted) or error (refuse with the line number)",
                               choices=("skip", "error"))
+    encoding: str = setting("auto", "text encoding of a .csv/.tsv/.jsonl file: auto (UTF-8; a row that is "
+                            "not is read as cp1252, counted, not dropped) or a codec name (utf-8, cp1252, "
+                            "latin-1, utf-16, ...; rows it cannot decode are skipped)")
     max_length: int = setting(64, "tokens per example", check=_at_least(2), must=">= 2")
     max_train_examples: int | None = setting(4000, "cap on training examples (0: all)")
     eval_examples: int = setting(2000, "held-out (test) examples, evaluated at the end", check=_at_least(1), must=">= 1")
@@ -106,7 +109,11 @@ class TrainingConfig:
     seed: int = setting(0, "seed of the data order, the model head and random policies")
     threads: int | None = setting(None, "CPU threads (default: the profile's, else 2)",
                                   check=lambda v: v is None or v >= 1, must=">= 1")
-    eval_every: int = setting(0, "steps between held-out evaluations (0: only at the end)")
+    eval_every: int = setting(0, "steps between held-out evaluations (0: --eval-points)")
+    eval_points: int = setting(10, "with --eval-every and --eval-every-seconds at 0: this many evaluations "
+                               "during training, evenly spaced, on a fixed subset of 200 held-out (or "
+                               "validation) examples, so the report draws a curve; the full held-out set "
+                               "is evaluated at the end (0: only then)", check=_at_least(0), must=">= 0")
     eval_every_seconds: float = setting(0.0, "also evaluate each time this much training time passed "
                                         "(evaluations excluded; 0: off)", check=_at_least(0), must=">= 0")
     max_train_seconds: float | None = setting(None, "stop once this much training time is spent "

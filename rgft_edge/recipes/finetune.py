@@ -14,7 +14,7 @@ from ..budgets.allocator import settle_heap
 from ..config import FinetuneConfig
 from ..models import resolve_model
 from ..session import Session
-from ..splits import load_splits
+from ..splits import data_summary, load_splits
 from ..text import TextEncoder
 
 
@@ -79,6 +79,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, resume: bool = False) -
     torch.manual_seed(cfg.training.seed)
     t0 = time.perf_counter()
     splits = load_splits(cfg)
+    print(data_summary(splits), flush=True)  # before any model loads: what will train
     lm = cfg.model.task == "causal-lm"
     if cfg.model.task == "image-classification":
         model, encoder, model_dir = _image_model(cfg, splits.full.label_names)

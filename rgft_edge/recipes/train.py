@@ -18,7 +18,7 @@ from ..config import FinetuneConfig
 from ..errors import UserError
 from ..images import ImageEncoder, is_image_source
 from ..session import Session
-from ..splits import load_splits
+from ..splits import data_summary, load_splits
 from ..text import TextEncoder
 
 IMAGE_TASK = "image-classification"
@@ -32,6 +32,7 @@ def train_artifact(artifact_dir: str, cfg: FinetuneConfig, progress: bool = True
     artifact = load_artifact(artifact_dir)
     cfg, encoder = _fixed_by_artifact(artifact, cfg)
     splits = load_splits(cfg, artifact.manifest.get("labels"))
+    print(data_summary(splits), flush=True)  # before any model loads: what will train
     backend = open_backend(artifact, cfg.training.threads)
     meta = {"artifact": str(Path(artifact_dir).resolve()), "environment": backend.environment(),
             "load_time_s": time.perf_counter() - t0}

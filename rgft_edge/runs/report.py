@@ -139,11 +139,13 @@ def _bars(values: list[float], names: list[str], title: str) -> str:
     return "".join(out)
 
 
-SUMMARY_KEYS = [("held_out_accuracy", "held-out accuracy"), ("steps", "steps"), ("stop_reason", "stop"),
-                ("mean_components_updated_per_step", "components / step"),
-                ("median_step_time_s", "median step (s)"), ("energy_j", "energy (J)"),
-                ("energy_wh", "energy (Wh)"), ("energy_source", "energy source"),
-                ("avg_power_w", "avg power (W)"), ("co2_kg", "CO2e (kg)"), ("peak_rss_bytes", "peak RSS (B)")]
+# (summary key, label, scale to the unit in the label): human units, not bytes and kilograms
+SUMMARY_KEYS = [("held_out_accuracy", "held-out accuracy", 1), ("steps", "steps", 1), ("stop_reason", "stop", 1),
+                ("mean_components_updated_per_step", "components / step", 1),
+                ("median_step_time_s", "median step (ms)", 1e3), ("energy_j", "energy (J)", 1),
+                ("energy_wh", "energy (Wh)", 1), ("energy_source", "energy source", 1),
+                ("avg_power_w", "avg power (W)", 1), ("co2_kg", "CO2e (g)", 1e3),
+                ("peak_rss_bytes", "peak RSS (MB)", 1e-6)]
 
 COLORS = ["#d0493a", "#2f7d32", "#4a7bd0", "#8a4fc0", "#c08a1f"]
 
@@ -153,8 +155,8 @@ def render(runs: list[str | Path]) -> str:
     body = [f"<h1>RGFT run report</h1><p>{len(data)} run(s): " +
             ", ".join(_esc(d['run'].name) for d in data) + "</p>"]
     # summary table, runs side by side
-    rows = "".join(f"<tr><th>{_esc(label)}</th>" + "".join(f"<td>{_esc(_fmt(d['summary'].get(k)))}</td>" for d in data)
-                   + "</tr>" for k, label in SUMMARY_KEYS)
+    rows = "".join(f"<tr><th>{_esc(label)}</th>" + "".join(
+        f"<td>{_esc(_fmt(d['summary'].get(k), scale))}</td>" for d in data) + "</tr>" for k, label, scale in SUMMARY_KEYS)
     body.append("<h2>Summary</h2><table><tr><th></th>" + "".join(f"<th>{_esc(d['run'].name)}</th>" for d in data)
                 + f"</tr>{rows}</table>")
     for d in data:
@@ -200,9 +202,12 @@ def render(runs: list[str | Path]) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>RGFT report</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>"
 
 
-def _fmt(v) -> str:
+def _fmt(v, scale: float = 1) -> str:
     if v is None:
         return "—"
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and scale != 1:
+        v = float(v) * scale
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)

@@ -26,8 +26,13 @@ def test_default_lowers_training_methods_to_xnnpack_and_keeps_inference_undelega
     assert found["forward"] == []  # its weights come from the .ptd a device rewrites
 
 
-def test_portable_lowering_gives_eager_gradients(tiny_artifacts, compile_tiny):
-    out, _ = compile_tiny("executorch", executorch_kernels="portable")
+def test_portable_lowering_gives_eager_gradients(tiny_artifacts, tiny_model_dir, tmp_path):
+    from rgft_edge.export.compile import compile_artifact
+    from tests.conftest import tiny_opts
+
+    out = tmp_path / "portable"  # two programs (the fewest a plan has): the bottom cut is compared
+    compile_artifact(str(tiny_model_dir), out, "executorch", tiny_opts(executorch_kernels="portable"),
+                     max_programs=2)
     art = load_artifact(out)
     assert art.manifest["backend_info"]["kernels"] == "portable"
     assert all(not d for d in delegates_per_method(art.path("executorch/train.pte").read_bytes()).values())

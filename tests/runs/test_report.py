@@ -81,3 +81,13 @@ def test_report_of_a_directory_without_a_run_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no rgft-edge run here" in err and err.count("\n") == 1 and not (tmp_path / "empty" / "report.html").exists()
     assert main(["report", str(tmp_path / "nowhere")]) == 2
+
+
+def test_summary_table_speaks_human_units(runs):
+    import json
+
+    page = render([runs[0]])
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    assert "peak RSS (MB)" in page and "CO2e (g)" in page and "median step (ms)" in page
+    assert "(B)" not in page and "(kg)" not in page
+    assert f"{summary['peak_rss_bytes'] / 1e6:,.0f}" in page
