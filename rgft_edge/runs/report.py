@@ -168,7 +168,9 @@ def render(runs: list[str | Path]) -> str:
     body.append(line_chart(curves("loss"), "training loss"))
     ev = [(d["run"].name, [r["step"] for r in d["evals"]], [float(r.get("accuracy", r.get("loss", np.nan))) for r in d["evals"]],
            COLORS[i % len(COLORS)]) for i, d in enumerate(data)]
-    body.append(line_chart(ev, "held-out accuracy (or loss)"))
+    subset = any("_subset" in str(r.get("split", "")) for d in data for r in d["evals"])
+    body.append(line_chart(ev, "held-out accuracy (or loss)" + (
+        " (a fixed subset; last point: all of it)" if subset else "")))
     body.append(line_chart([(n, xs, [y * 1000 for y in ys], c) for n, xs, ys, c in curves("step_time_s")], "step time (ms)"))
     mem_budget = next((d["summary"].get("memory_budget_bytes") for d in data if d["summary"].get("memory_budget_bytes")), None)
     body.append(line_chart([(n, xs, [y / 1e6 for y in ys], c) for n, xs, ys, c in curves("rss_bytes")],
