@@ -81,6 +81,32 @@ def test_cnn_with_automatic_partition():
     assert rgft.step_count == 4
 
 
+def test_a_users_own_cnn_and_dataloader_learn_in_a_few_lines():
+    """The issue's acceptance case: not a shipped model, a plain torch DataLoader, the user's loop."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (96,), generator=g)
+    x = torch.randn(96, 3, 16, 16, generator=g) + torch.nn.functional.one_hot(y, 3)[:, :, None, None]  # brightest channel
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=g)
+    model = tiny_cnn()
+    rgft = RGFT(model, policy="top-p", top_p=0.5, example_inputs=x[:16])
+    opt = rgft.optimizer(lr=1e-2)
+    losses, trained = [], []
+    for _ in range(12):
+        for xb, yb in loader:
+            with rgft.step() as sel:
+                loss = torch.nn.functional.cross_entropy(model(xb), yb)
+                loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses.append(float(loss))
+            trained.append(sel.mask.copy())
+    assert np.mean(losses[-6:]) < 0.7 * np.mean(losses[:6])
+    counts = np.sum(trained, axis=0)
+    assert counts.min() < len(trained) and counts.max() > 0  # selective: not every component every step
+
+
 def test_checkpoint_resume_continues_identically(tmp_path):
     def fresh():
         m = tiny_bert()
