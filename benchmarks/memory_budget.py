@@ -9,6 +9,7 @@ budget for reference.
 
     python benchmarks/memory_budget.py [--backends torch onnxruntime] [--steps 150] [--points 5]
     python benchmarks/memory_budget.py --backends onnx --name memory_budget_onnx   # stock onnxruntime venv
+    python benchmarks/memory_budget.py --backends executorch --name memory_budget_executorch
 
 `onnx` is the standard-ONNX runner as a device runs it: the MiniLM int8 + LoRA artifact trained by
 `.venv-device-onnx` (stock onnxruntime, no torch, no data packages: Rotten Tomatoes is handed over
@@ -117,7 +118,20 @@ def compile_standard_onnx(work: Path) -> Path:
     return out
 
 
-ARTIFACTS = {"onnxruntime": compile_onnx, "onnx": compile_standard_onnx}
+def compile_executorch(work: Path) -> Path:
+    """The default device artifact (int8 frozen base + LoRA; XNNPACK-lowered training methods)."""
+    from rgft_edge.export.compile import compile_artifact
+    from rgft_edge.export.prepare import PrepareOptions
+    from rgft_edge.models import resolve_model
+
+    out = work / "artifact-executorch"
+    if not (out / "manifest.json").is_file():
+        compile_artifact(resolve_model(None), out, "executorch", PrepareOptions(max_length=64, batch_size=16),
+                         force=True)
+    return out
+
+
+ARTIFACTS = {"onnxruntime": compile_onnx, "onnx": compile_standard_onnx, "executorch": compile_executorch}
 
 
 def markdown(meta: dict, rows: list[dict]) -> str:
@@ -147,7 +161,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--backends", nargs="*", default=["torch", "onnxruntime"], choices=["torch", "onnxruntime", "onnx"])
+    ap.add_argument("--backends", nargs="*", default=["torch", "onnxruntime"], choices=["torch", "onnxruntime", "onnx", "executorch"])
     ap.add_argument("--name", default="memory_budget", help="results file name")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--points", type=int, default=5)

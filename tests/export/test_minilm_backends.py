@@ -1,4 +1,4 @@
-"""The real default model through every backend (slow: ExecuTorch export of MiniLM takes ~2.5 min
+"""The real default model through every backend (slow: ExecuTorch export of MiniLM takes ~1 min a method
 on 2 cores): every program's gradients equal eager torch on the same int8+LoRA model and batch.
 Compiled with dropout 0 so the comparison is exact (dropout masks are random per runtime)."""
 
@@ -16,7 +16,7 @@ from rgft_edge.backend import open_backend
 def minilm_artifacts(tmp_path_factory):
     root = tmp_path_factory.mktemp("minilm")
     opts = PrepareOptions(max_length=32, batch_size=4, dropout=0.0)
-    return {b: compile_artifact(resolve_model(None), root / b, b, opts, force=True, max_programs=3) and root / b
+    return {b: compile_artifact(resolve_model(None), root / b, b, opts, force=True, max_programs=2) and root / b
             for b in ("torch", "onnxruntime", "executorch")}
 
 
@@ -38,7 +38,7 @@ def test_minilm_gradients_equal_eager(minilm_artifacts, backend):
              "token_type_ids": np.zeros((4, 32), np.int64), "labels": np.array([0, 1, 1, 0])}
     depths = np.array(exp.table.depths)
     cuts = train_depths(exp)
-    assert len(cuts) == 3
+    assert len(cuts) == 2  # the bottom cut (every component) and the head alone
     for d in cuts:
         mask = depths >= d
         o, t = exp.train_step(batch, mask, False), ref.train_step(batch, mask, False)

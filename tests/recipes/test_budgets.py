@@ -128,3 +128,23 @@ def test_every_policy_under_energy_and_memory_budgets(policy, tiny_model_dir, se
         assert s["budget_adjustments"] == []  # declared: no smaller step
     else:
         assert s["budget_adjustments"], "the projection broke the budget but the policy never tightened"
+
+
+def test_memory_budget_holds_on_an_executorch_artifact(tiny_artifacts, sentiment_csv, tmp_path):
+    """The promise on a compiled program runner: refused below its stated minimum, held above it."""
+
+    def train(out, budget):
+        return subprocess.run([sys.executable, "-m", "rgft_edge.cli", "train", str(tiny_artifacts["executorch"]),
+                               "--no-progress", "--data", str(sentiment_csv), "--text-column", "review",
+                               "--label-column", "sentiment", "--eval-examples", "24", "--threads", "1",
+                               "--epochs", "2", "--memory-budget", str(budget), "--out", str(out)],
+                              capture_output=True, text=True, timeout=600)
+
+    refused = train(tmp_path / "r0", "1MB")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-1500:]
+    minimum = float(re.search(r"at least ([0-9.]+) GB", refused.stderr).group(1)) * 1e9
+    budget = int(minimum + 60e6)
+    done = train(tmp_path / "r1", budget)
+    assert done.returncode in (0, 6), done.stderr[-2000:]
+    s = json.loads((tmp_path / "r1" / "summary.json").read_text())
+    assert s["steps"] > 0 and s["peak_rss_bytes"] <= budget, (s["peak_rss_bytes"], budget)
