@@ -100,7 +100,7 @@ def test_a_users_own_cnn_and_dataloader_learn_in_a_few_lines():
                 loss.backward()
             opt.step()
             opt.zero_grad()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             trained.append(sel.mask.copy())
     assert np.mean(losses[-6:]) < 0.7 * np.mean(losses[:6])
     counts = np.sum(trained, axis=0)
