@@ -18,7 +18,12 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "emulate_aarch64.sh"
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("RGFT_EMULATE_AARCH64") != "1", reason="opt-in: RGFT_EMULATE_AARCH64=1")
-@pytest.mark.parametrize("backend, extra", [("onnx", "device-onnx"), ("executorch", "device-executorch")])
+@pytest.mark.parametrize("backend, extra", [
+    ("onnx", "device-onnx"),
+    # ExecuTorch's binding needs torch 2.13, whose aarch64 build needs a CUDA 13 package with no aarch64
+    # wheel (docs/artifacts.md#device-installs): expected to fail until a torch-free runner exists
+    pytest.param("executorch", "device-executorch", marks=pytest.mark.xfail(
+        strict=True, reason="device-executorch does not resolve for linux-aarch64"))])
 def test_train_an_artifact_on_emulated_aarch64(tiny_artifacts, tmp_path, backend, extra):
     data = write_sentiment_csv(tmp_path / "reviews.csv", n=40)
     out = tmp_path / "run" / "out"
