@@ -124,7 +124,10 @@ def _rows(path: Path, encoding: str = "auto"):
             except json.JSONDecodeError:
                 yield ln, None, "not valid JSON", False
                 continue
-            yield ln, (obj if isinstance(obj, dict) else None), (None if isinstance(obj, dict) else "not a JSON object"), recoded
+            if not isinstance(obj, dict):
+                yield ln, None, "not a JSON object", False
+                continue
+            yield ln, obj, None, recoded
         return
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
     try:

@@ -81,15 +81,16 @@ def _file_lines(ds: TextDataset, what: str) -> list[str]:
     if "rows_read" not in notes:  # a shipped dataset or images
         extra = f", {ds.skipped_rows:,} skipped" if ds.skipped_rows else ""
         return [f"{what:<22} {ds.source}: {len(ds):,} examples{extra}"]
-    lines = [f"{what:<22} {ds.source}: {notes['rows_read']:,} rows read, {len(ds):,} used, "
-             f"{ds.skipped_rows:,} skipped"]
+    # from the file's own counts: a held-out subset (--eval-data, capped) keeps its file's notes
+    read, skipped = notes["rows_read"], sum(e["rows"] for e in notes["skipped"].values())
+    lines = [f"{what:<22} {ds.source}: {read:,} rows read, {read - skipped:,} usable, {skipped:,} skipped"]
     for reason, e in notes["skipped"].items():
         lines.append(f"  skipped              {e['rows']:,} × {reason} (first: line {e['first_line']})")
     if notes.get("recoded_rows"):
         lines.append(f"  encoding             {notes['recoded_rows']:,} rows not UTF-8, read as cp1252 "
                      "(--encoding to choose)")
-    if notes["rows_read"] and ds.skipped_rows / notes["rows_read"] > SKIP_WARNING:
-        lines.append(f"warning: {ds.skipped_rows / notes['rows_read']:.0%} of the rows of {ds.source} were "
+    if read and skipped / read > SKIP_WARNING:
+        lines.append(f"warning: {skipped / read:.0%} of the rows of {ds.source} were "
                      "skipped; --on-bad-row error stops at the first one with its line number")
     return lines
 

@@ -75,7 +75,7 @@ def test_finetune_end_to_end_on_a_tiny_model_writes_the_run_directory(capsys, tm
                                 "--lr", "0.003", "--budget", "0.8", "--out", str(out), "--threads", "1")
     assert code == 0, err
     assert "held-out accuracy" in stdout and "components" in stdout
-    assert "120 rows read, 120 used, 0 skipped" in stdout and "train 96, held-out 24" in stdout
+    assert "120 rows read, 120 usable, 0 skipped" in stdout and "train 96, held-out 24" in stdout
     for name in ("config.json", "components.json", "metrics.jsonl", "error_map.npy", "selected.npy",
                  "eval.json", "trainable.safetensors", "summary.json"):
         assert (out / name).is_file(), name

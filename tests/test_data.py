@@ -109,9 +109,22 @@ def test_data_summary_says_what_was_read_skipped_and_split(tmp_path):
     p.write_bytes(("text,label\n" + "\n".join(rows) + "\n").encode() + b"caf\xe9,neg\n")
     cfg = FinetuneConfig.of(data=str(p), eval_examples=6)
     text = data_summary(load_splits(cfg))
-    assert "46 rows read, 41 used, 5 skipped" in text
+    assert "46 rows read, 41 usable, 5 skipped" in text
     assert "5 \u00d7 empty 'text' (first: line 42)" in text
     assert "1 rows not UTF-8, read as cp1252" in text
     assert "labels                 2: neg 15, pos 26" in text
     assert "train 35, held-out 6" in text
     assert "warning: 11% of the rows" in text and "--on-bad-row error" in text
+
+
+def test_data_summary_counts_a_separate_eval_file_from_its_own_rows(tmp_path, sentiment_csv):
+    from rgft_edge.config import FinetuneConfig
+    from rgft_edge.splits import data_summary, load_splits
+
+    test = tmp_path / "test.csv"
+    test.write_text("review,sentiment\n" + "\n".join(f"good film {i},pos" for i in range(20)) + "\n,neg\n,pos\n")
+    cfg = FinetuneConfig.of(data=str(sentiment_csv), text_column="review", label_column="sentiment",
+                            eval_data=str(test), eval_examples=5)
+    text = data_summary(load_splits(cfg))
+    assert "test.csv: 22 rows read, 20 usable, 2 skipped" in text  # not the capped 5 it evaluates
+    assert "held-out 5" in text
