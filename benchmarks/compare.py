@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, run_child  # noqa: E402
 from compare_analysis import choose_lr, derive, select_main  # noqa: E402
 from compare_report import html_plots, markdown  # noqa: E402
-from compare_setup import (DEFAULT_METHODS, EQUAL_TIME_EPOCHS, EVAL_POINTS, EXPORTED_TASKS, LR_FACTORS, METHODS, MODES,  # noqa: E402
-                           RESULTS_DIR, TASKS, backend_of, is_reference, lr_grid, lr_source, reference_of,
+from compare_setup import (DEFAULT_METHODS, DEFAULT_TASKS, EQUAL_TIME_EPOCHS, EVAL_POINTS,  # noqa: E402
+                           EXPORTED_TASKS, LR_FACTORS, METHODS, MODES, RESULTS_DIR, TASKS, backend_of, is_reference, lr_grid, lr_source, reference_of,
                            run_one)
 
 
@@ -169,7 +169,7 @@ class Harness:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mode", choices=sorted(MODES), default="quick")
-    ap.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
+    ap.add_argument("--tasks", nargs="*", default=list(DEFAULT_TASKS), choices=list(TASKS))
     ap.add_argument("--methods", nargs="*", default=list(DEFAULT_METHODS), choices=list(METHODS))
     ap.add_argument("--seeds", nargs="*", type=int, default=None, help="default: the mode's seeds")
     ap.add_argument("--lr-factors", nargs="*", type=float, default=None,

@@ -140,6 +140,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
              f"{meta['torch']}, {meta['date']}. Peak RSS is the whole process's VmHWM (model load and "
              "evaluations included), measured. Budgets run from each backend's stated minimum (+1%: the "
              "minimum moves by a few MB between runs) to +50%.", ""]
+    if meta.get("note"):
+        lines += [f"Note: {meta['note']}.", ""]
     for b, m in meta["minimum"].items():
         lines.append(f"- `{b}` stated minimum {m['mb']} MB: {m['breakdown']}")
     lines += ["", "| backend | budget (MB) | peak RSS (MB) | within budget | stop | steps | steps shrunk | "

@@ -19,6 +19,7 @@ from rgft_edge.components import ComponentTable
 from rgft_edge.errors import ModelError, UserError
 from rgft_edge.partition import build_component_table, freeze_embeddings
 from rgft_edge.partition.layouts import find_layout
+from rgft_edge.quiet import without_optional_imports
 
 LORA_TARGETS = {"bert": ["query", "value"], "llama": ["q_proj", "v_proj"], "gpt2": ["c_attn"]}
 HEAD_NAMES = ("classifier", "score", "lm_head")
@@ -59,6 +60,11 @@ class PreparedModel:
 def load_hf(model_dir: str, task: str, labels: list[str], attn_implementation: str | None = "eager") -> nn.Module:
     """HF model from a local directory, offline; a clear error if it won't load. Exporters need
     eager attention (traceable, FLOP-countable); eager fine-tuning passes None (torch's SDPA)."""
+    with without_optional_imports():
+        return _load_hf(model_dir, task, labels, attn_implementation)
+
+
+def _load_hf(model_dir: str, task: str, labels: list[str], attn_implementation: str | None) -> nn.Module:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging

@@ -167,8 +167,9 @@ class RGFT:
             self.run.step(self.step_count, self.selection.mask, self.selection.lr_mult, self.error_map.scores,
                           time.perf_counter() - self._t_step, skipped=not ok)
         if self._guard is not None:
+            evict = self._optimizer.adamw.evict_oldest if self._optimizer is not None else None
             self.run.memory_stop, self.error_map.exempt = self._guard.after_step(self.selection.mask,
-                                                                                 self._state_mask())
+                                                                                 self._state_mask(), evict)
         self.step_count += 1
         self.selection = None
 

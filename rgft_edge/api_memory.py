@@ -81,16 +81,18 @@ class ApiMemoryGuard:
         self.meter.window_peak()
         return sel
 
-    def after_step(self, mask: np.ndarray, state_mask: np.ndarray) -> tuple[str | None, np.ndarray]:
-        """Learn from the step's measured peak; trim or stop. Returns (stop reason or None, the
-        components that cannot train within the budget even alone: the staleness rule spares them)."""
+    def after_step(self, mask: np.ndarray, state_mask: np.ndarray,
+                   evict: Callable[[], bool] | None = None) -> tuple[str | None, np.ndarray]:
+        """Learn from the step's measured peak; trim, drop old optimizer state (`evict`) or stop.
+        Returns (stop reason or None, the components that cannot train within the budget even
+        alone: the staleness rule spares them)."""
         model = self.guard.model
         if self.predicted is not None:
             model.calibrate(self.meter.window_peak(), self.predicted)
         model.observe_step(mask)
-        stop = self.guard.check(self.meter.current_rss_bytes, trim_heap, lambda: self.meter.current_rss_bytes)
+        stop = self.guard.check(self.meter.current_rss_bytes, trim_heap, lambda: self.meter.current_rss_bytes, evict)
         return stop, self.guard.unaffordable(state_mask)
 
     def summary(self) -> dict[str, Any]:
         return {"memory_budget_bytes": self.guard.budget, "memory_guard_shrunk_steps": self.guard.shrunk_steps,
-                "memory_heap_trims": self.guard.trims}
+                "memory_heap_trims": self.guard.trims, "memory_state_evictions": self.guard.evictions}

@@ -91,6 +91,15 @@ class ComponentAdamW:
                 del self.state[i]
                 self.evictions += 1
 
+    def evict_oldest(self) -> bool:
+        """Drop the state of the least recently updated component (a memory guard's last resort
+        before stopping a run); False when no component holds state."""
+        if not self.state:
+            return False
+        del self.state[min(self.state, key=lambda i: self.state[i]["last"])]
+        self.evictions += 1
+        return True
+
     def state_tensors(self) -> tuple[dict[str, Any], dict]:
         """(tensors named "<component>.<param>.m|v", JSON metadata) for a checkpoint."""
         tensors, meta = {}, {}

@@ -235,7 +235,7 @@ class Session:
             self.guard.model.calibrate(peak, self.budgets.predicted_peaks[-1])
             self.guard.model.observe_step(np.isin(np.arange(len(self.backend.table)), record["selected"]))
             self.budgets.memory_stop = self.guard.check(
-                record["rss_bytes"], trim_heap, lambda: self.memory.current_rss_bytes)
+                record["rss_bytes"], trim_heap, lambda: self.memory.current_rss_bytes, self.optimizer.evict_oldest)
             # the staleness rule must not keep forcing what the budget cannot train
             self.error_map.exempt = self.guard.unaffordable(self._state_mask())
         self.clock_s = record["train_clock_s"]  # the loop's training clock (carries over on resume)
@@ -345,6 +345,7 @@ class Session:
             "memory_budget_bytes": guard.budget if guard else None,
             "memory_guard_shrunk_steps": guard.shrunk_steps if guard else 0,
             "memory_heap_trims": guard.trims if guard else 0,
+            "memory_state_evictions": guard.evictions if guard else 0,
             # what the cheapest step needs now (resident memory grows with optimizer state, caches)
             "memory_needed_now_bytes": guard.model.predict(guard.model.cheapest_mask(), self._state_mask())
             if guard else None,
@@ -383,6 +384,7 @@ def format_summary(s: dict) -> str:
         f"CO2-equivalent         {s['co2_kg'] * 1000:.3f} g [{s['co2_source']}]",
         f"peak RSS               {mb(s['peak_rss_bytes'])} [{s['memory_source']}]"
         + (f"; budget {mb(s['memory_budget_bytes'])}, {s['memory_guard_shrunk_steps']} steps shrunk"
+           + (f", {s['memory_state_evictions']} optimizer states dropped" if s.get("memory_state_evictions") else "")
            if s.get("memory_budget_bytes") else ""),
     ]
     if s.get("checkpoint"):
