@@ -85,11 +85,8 @@ class ComponentAdamW:
         for i in cold:
             del self.state[i]
         self.evictions += len(cold)
-        if self.max_state is not None and len(self.state) > self.max_state:
-            by_age = sorted(self.state, key=lambda i: self.state[i]["last"])
-            for i in by_age[: len(self.state) - self.max_state]:
-                del self.state[i]
-                self.evictions += 1
+        while self.max_state is not None and len(self.state) > self.max_state:
+            self.evict_oldest()
 
     def evict_oldest(self) -> bool:
         """Drop the state of the least recently updated component (a memory guard's last resort

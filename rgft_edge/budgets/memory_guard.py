@@ -114,11 +114,15 @@ def profile_cut_peaks(model: MemoryModel, run_step: Callable[[np.ndarray], None]
     depths = sorted({int(d) for d in model.depth}, reverse=True)
     done: list[int] = []
     last, growth = None, 0.0
+
+    def next_guess(d: int) -> float:  # what a step at cut `d` may need, before it is measured
+        est = model.saved_bytes(d)
+        return safety * est if last is None else last + safety * max(growth, est - model.saved_bytes(done[-1]))
+
     for d in depths[:levels]:
         comp = model.depth == d
         grads = 4.0 * model.param_counts[comp].sum()
-        est = model.saved_bytes(d)
-        guess = safety * est if last is None else last + safety * max(growth, est - model.saved_bytes(done[-1]))
+        guess = next_guess(d)
         if model.base_bytes + guess + grads + model.margin_bytes > budget:
             break
         window_peak()  # a fresh window for this step alone
@@ -133,9 +137,8 @@ def profile_cut_peaks(model: MemoryModel, run_step: Callable[[np.ndarray], None]
         # never below the guess that profiling itself would have made for this cut (it stopped
         # because that guess did not fit): an extrapolation below it let a first deep step on
         # MiniLM peak 17 MB above its prediction
-        guess = (safety * model.saved_bytes(d) if last is None
-                 else last + safety * max(growth, model.saved_bytes(d) - model.saved_bytes(done[-1])))
-        model.cut_bytes[d] = max(guess, (last if last is not None else safety * model.saved_bytes(d)) + (i + 1) * step)
+        model.cut_bytes[d] = max(next_guess(d), (last if last is not None else safety * model.saved_bytes(d))
+                                 + (i + 1) * step)
     return done
 
 
