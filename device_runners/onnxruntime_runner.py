@@ -21,6 +21,8 @@ from safetensors.numpy import load_file
 from rgft_edge.artifact import Artifact, ArtifactError
 from rgft_edge.backend import Batch, EvalOutput, ProgramBackendTraits, StepOutput, shallowest_program
 
+from .ort_memory import share_process_arena
+
 
 def _training_api():
     """onnxruntime.training.api without onnxruntime/training/__init__.py, which imports torch
@@ -63,6 +65,7 @@ class OrtBackend(ProgramBackendTraits):
         self.eval_batch_size = artifact.manifest["input_spec"]["batch_size"]
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        share_process_arena(so)  # the cut programs' arenas would add up (see ort_memory)
         self.threads = threads
         self.frozen = self._load_frozen(info["frozen_inputs"])
         programs = sorted(artifact.programs, key=lambda p: p["min_depth"])
