@@ -1,11 +1,13 @@
 """Standard-ONNX adapter: numpy + stock onnxruntime only (no torch, no training build).
 
 The artifact holds per-stage graphs (`export/onnx_backend.py`): a forward graph, and gradient
-graphs for the input (`x`), the stage's trainable weights (`w`) or both (`xw`). This adapter is the
-autograd engine over them. A step that trains the components S runs every stage forward, keeps
-the inputs of the stages from the lowest member of S upward, then walks back from the head to that
-lowest stage only: selected stages return their weight gradients, the stages between only pass
-the input gradient down. So a step's cost follows its selection inside one artifact.
+graphs for the input (`x`), the stage's trainable weights (`w`) or both (`xw`), each with a forward
+that saves the activations it reads (`save_x`...). This adapter is the autograd engine over them.
+A step that trains the components S runs every stage forward — from the lowest member of S upward
+through the saving forwards, keeping what they save — then walks back from the head to that lowest
+stage only: selected stages return their weight gradients, the stages between only pass the input
+gradient down. So a step's cost follows its selection inside one artifact. (Artifacts compiled
+before saved activations have gradient graphs that recompute their forward; they still run.)
 
 The adapter owns the weights: the trainable ones are the master arrays the loop's optimizer
 updates in place (every graph reads them as inputs, so nothing is copied), the frozen base is
@@ -24,6 +26,8 @@ from safetensors.numpy import load_file
 from rgft_edge.artifact import Artifact, ArtifactError
 from rgft_edge.backend import Batch, EvalOutput, ProgramBackendTraits, StepOutput
 
+from .ort_memory import share_process_arena
+
 
 class _Stage:
     def __init__(self, spec: dict, index: int):
@@ -40,7 +44,6 @@ class OnnxBackend(ProgramBackendTraits):
 
     def __init__(self, artifact: Artifact, threads: int):
         ort.set_default_logger_severity(3)
-        _shared_arena()
         self.artifact, self.table, self.threads = artifact, artifact.table, threads
         info = artifact.manifest["backend_info"]
         self.task, self.data_inputs = info["task"], info["data_inputs"]
@@ -50,10 +53,7 @@ class OnnxBackend(ProgramBackendTraits):
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
         # spinning worker threads burn a shared core for nothing between the small graphs
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # every session draws from one process-wide arena (_shared_arena): per-session arenas
-        # for 13+ graphs doubled peak RSS on MiniLM (484 vs 251 MB)
-        so.add_session_config_entry("session.use_env_allocators", "1")
-        self._options = so
+        self._options = share_process_arena(so)
         self.sessions = {(kind, v): self._session(f) for kind, files in info["graphs"].items()
                          for v, f in files.items()}
         # a CNN has no context graph (nothing but the labels, which come with the batch)
@@ -71,6 +71,9 @@ class OnnxBackend(ProgramBackendTraits):
         if (self.stage_of < 0).any():
             raise ArtifactError(f"{artifact.root}/manifest.json: components without a stage")
         self._inputs = {k: [i.name for i in s.get_inputs()] for k, s in self.sessions.items()}
+        self._outputs = {k: [o.name for o in s.get_outputs()] for k, s in self.sessions.items()}
+        # artifacts with saved activations: the head's gradient graphs return the loss too
+        self.joint_head = bool(info.get("saved_activations"))
 
     def _session(self, rel: str) -> ort.InferenceSession:
         path = self.artifact.path(rel)
@@ -99,7 +102,7 @@ class OnnxBackend(ProgramBackendTraits):
                 raise ArtifactError(f"{root}/weights: no tensor {e.args[0]!r} for stage {st.name}") from e
 
     # -- running graphs -------------------------------------------------------------------------
-    def _run(self, st: _Stage, variant: str, x, ctx: dict, gy=None) -> list[np.ndarray]:
+    def _run(self, st: _Stage, variant: str, x, ctx: dict, gy=None, saved: dict | None = None) -> list[np.ndarray]:
         key = (st.graphs, variant)
         feed = dict(st.feeds)
         if st.first:
@@ -109,7 +112,15 @@ class OnnxBackend(ProgramBackendTraits):
         feed.update(ctx)
         if gy is not None:
             feed["gy"] = gy
+        if saved:
+            feed.update(saved)
         return self.sessions[key].run(None, {n: feed[n] for n in self._inputs[key]})
+
+    def _saving(self, st: _Stage, variant: str) -> str | None:
+        """The forward graph that saves what this stage's gradient graph reads (None: the gradient
+        graph recomputes the forward itself, as artifacts compiled before saved activations do)."""
+        key = (st.graphs, "save_" + variant)
+        return key[1] if key in self.sessions else None
 
     def _context(self, batch: Batch) -> tuple[dict, dict]:
         data = {n: np.ascontiguousarray(batch[n], dtype=self.data_dtypes[n]) for n in self.data_inputs}
@@ -121,12 +132,23 @@ class OnnxBackend(ProgramBackendTraits):
             ctx["labels"] = np.ascontiguousarray(batch["labels"], dtype=np.int64)
         return data, ctx
 
-    def _forward(self, data: dict, ctx: dict, keep_from: int) -> tuple[float, np.ndarray, dict]:
+    def _forward(self, data: dict, ctx: dict, variants: dict[int, str]) -> tuple[float | None, np.ndarray | None, dict]:
+        """Every stage forward; a stage that will run gradient graph `variants[i]` keeps its input
+        and what that graph reads (its saving forward's outputs). A head whose gradient graph is
+        joint (it returns the loss too) is left to the backward: (None, None, saved)."""
         h, saved = data, {}
         for st in self.stages:
-            if st.index >= keep_from:
-                saved[st.index] = h
-            out = self._run(st, "fwd", h, ctx)
+            v = variants.get(st.index)
+            if v is None:
+                out = self._run(st, "fwd", h, ctx)
+            elif st.head and self.joint_head:
+                saved[st.index] = (h, {})
+                return None, None, saved
+            else:
+                graph = self._saving(st, v)
+                out = self._run(st, graph or "fwd", h, ctx)
+                names = self._outputs[(st.graphs, graph)][1:] if graph else []  # after y: the saved
+                saved[st.index] = (h, dict(zip(names, out[1:])))
             h = out if st.head else out[0]
         return float(h[0]), h[1], saved
 
@@ -139,14 +161,21 @@ class OnnxBackend(ProgramBackendTraits):
         selected = set(self.stage_of[chosen].tolist())
         lowest = min(selected)
         data, ctx = self._context(batch)
-        loss, _, saved = self._forward(data, ctx, lowest)
+        variants = {}
+        for st in self.stages[lowest:]:
+            need_x, need_w = st.index > lowest, st.index in selected
+            variants[st.index] = "xw" if need_x and need_w else ("x" if need_x else "w")
+        loss, _, saved = self._forward(data, ctx, variants)
         want = self.table.param_names(chosen)
         grads, gy, ran = {}, None, []
         for st in reversed(self.stages[lowest:]):
             need_x, need_w = st.index > lowest, st.index in selected
-            variant = "xw" if need_x and need_w else ("x" if need_x else "w")
-            outs = self._run(st, variant, saved.pop(st.index), ctx, gy)
+            variant = variants[st.index]
+            x, acts = saved.pop(st.index)
+            outs = self._run(st, variant, x, ctx, gy, acts)
             ran.append(variant)
+            if st.head and self.joint_head:  # the joint head graph: loss and logits first
+                loss, outs = float(outs[0]), outs[2:]
             if need_x:
                 gy, outs = outs[0], outs[1:]
             if need_w:
@@ -164,7 +193,7 @@ class OnnxBackend(ProgramBackendTraits):
         total, n, correct = 0.0, 0, 0
         for batch in batches:
             data, ctx = self._context(batch)
-            loss, logits, _ = self._forward(data, ctx, len(self.stages))
+            loss, logits, _ = self._forward(data, ctx, {})
             size = len(batch[self.data_inputs[0]])
             total += loss * size
             n += size
@@ -192,17 +221,6 @@ class OnnxBackend(ProgramBackendTraits):
 
     def close(self) -> None:
         self.sessions = {}
-
-
-_ARENA = []
-
-
-def _shared_arena() -> None:
-    """One CPU arena for every session of the process (each session would otherwise grow its own)."""
-    if not _ARENA:
-        mem = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-        ort.create_and_register_allocator(mem, ort.OrtArenaCfg(0, -1, -1, -1))
-        _ARENA.append(mem)
 
 
 def _has_training_build() -> bool:

@@ -4,13 +4,16 @@ Any stock ONNX Runtime (`onnxruntime.InferenceSession`, no training build, no to
 device runner (`device_runners/onnx_runner.py`) is the autograd engine that chains them only as
 deep as a step's selection reaches. Per stage kind (`export/onnx_stages.py`) up to four graphs:
 
-- `fwd`  (x, context, weights) -> y               every stage
-- `x`    (x, context, gy, weights) -> dL/dx        stages above the lowest selected one
-- `w`    (x, context, gy, weights) -> dL/dW_train  the lowest selected stage
-- `xw`   both                                     selected stages above the lowest
+- `fwd`  (x, context, weights) -> y                       every stage below the lowest selected one,
+                                                          and evaluation
+- `save_v` (x, context, weights) -> y, saved activations  stages from the lowest selected one up
+- `x`    (saved, context, gy, weights) -> dL/dx           stages above the lowest selected one
+- `w`    (saved, context, gy, weights) -> dL/dW_train     the lowest selected stage
+- `xw`   both                                             selected stages above the lowest
 
-The head's gradient graphs take no gy (the loss is the output). Backward graphs recompute their
-stage's forward from x (saving activations between graphs is a later optimisation).
+Each gradient variant is traced jointly with its forward and cut in two by `onnx_saved.split_saved`
+(the forward keeps what the backward reads: no recompute). The head's gradient graphs stay joint:
+(x, context, weights) -> loss, logits, gradients, so a step runs the head once.
 
 Recipe (docs/onnx.md): the gradient function is traced to ATen with `make_fx(tracing_mode=
 "symbolic")` around `torch.autograd.grad`, then exported with `torch.onnx.export(dynamo=True)` and
@@ -29,6 +32,7 @@ import torch.nn as nn
 
 from rgft_edge.errors import UserError
 
+from .onnx_saved import split_saved
 from .onnx_stages import Plan, Stage, plan, stage_tensors
 from .onnxruntime_backend import float_copy
 from .prepare import PreparedModel, example_inputs
@@ -92,7 +96,10 @@ def _graph_fn(stage: Stage, variant: str, data_names: list[str], ctx_names: list
             out = call(x, ctx, wt, wf)
             y = out[0] if stage.head else out
             targets = ([x] if want_x else []) + (list(wt) if want_w else [])
-            return tuple(torch.autograd.grad(y, targets, gy, allow_unused=True, materialize_grads=True))
+            grads = tuple(torch.autograd.grad(y, targets, gy, allow_unused=True, materialize_grads=True))
+            # the forward's outputs too: split_saved cuts this joint graph into a forward that
+            # saves activations and a backward that reads them (the head's stays joint)
+            return (tuple(out) if stage.head else (out,)) + tuple(g.detach() for g in grads)
 
     return f
 
@@ -234,13 +241,19 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
                 args = x_args + [ctx[n] for n in ctx_names] + gy + [full[n].detach() for n in train + frozen]
                 names = x_names + ctx_names + (["gy"] if gy else []) + train + frozen
                 dims = x_dims + [p.context_dims[n] for n in ctx_names] + gy_dims + [()] * (len(train) + len(frozen))
-                outputs = (["loss", "logits"] if st.head else ["y"]) if v == "fwd" else (
-                    (["gx"] if v in ("x", "xw") else []) + (["g." + n for n in train] if v in ("w", "xw") else []))
+                y_names = ["loss", "logits"] if st.head else ["y"]
+                outputs = y_names + ([] if v == "fwd" else
+                                     (["gx"] if v in ("x", "xw") else []) + (["g." + n for n in train] if v in ("w", "xw") else []))
                 rel = f"onnx/{kind}.{v}.onnx"
                 ops |= set(_export(fn, args, names, dims, outputs, out / rel, Dim))
-                if int8:
-                    _int8_inputs(out / rel, int8)
-                files[v] = rel
+                rels = {v: rel}
+                if v != "fwd" and not st.head:  # forward saving activations + backward reading them
+                    rels["save_" + v] = f"onnx/{kind}.save_{v}.onnx"
+                    split_saved(out / rel, out / rels["save_" + v], out / rel, x_names, "gy", y_names)
+                for name, r in rels.items():
+                    if int8:
+                        _int8_inputs(out / r, int8)
+                    files[name] = r
             graphs[kind] = {"key": key, "kind": st.kind, "files": files}
         members = [i for i, c in enumerate(table) if any(r.name in {gname[n] for n in st.params} for r in c.params)]
         for i in members:
@@ -267,6 +280,6 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
             "data_dtypes": {n: str(t.dtype).removeprefix("torch.") for n, t in ex.items()},
             "context_outputs": ctx_out, "context_inputs": ctx_names, "stages": stages,
             "graphs": {k: g["files"] for k, g in graphs.items()}, "operators": sorted(ops),
-            "dynamic_axes": True, "dropout": "off (graphs traced in eval mode)",
+            "saved_activations": True, "dynamic_axes": True, "dropout": "off (graphs traced in eval mode)",
             "export_graphs_s": round(time.perf_counter() - t0, 1)}
     return programs, info

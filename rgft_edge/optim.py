@@ -22,6 +22,33 @@ import numpy as np
 from .components import ComponentTable
 
 
+def adamw_update(p, g, m, v, lr: float, b1: float, b2: float, eps: float, wd: float,
+                 bc1: float, bc2: float) -> None:
+    """One AdamW update of `p` (and its moments `m`, `v`) in place, with one temporary: unfused,
+    the same maths made ~8 full-size temporaries, and on numpy (single-threaded, no fused kernels)
+    the optimizer took about as long as the backward of a small model."""
+    if isinstance(p, np.ndarray):
+        s = np.empty_like(g)
+        m *= b1
+        m += np.multiply(g, 1 - b1, out=s)
+        v *= b2
+        np.multiply(g, g, out=s)
+        s *= 1 - b2
+        v += s
+        np.sqrt(v, out=s)
+        s *= 1 / bc2 ** 0.5
+        s += eps
+        np.divide(m, s, out=s)
+        s *= lr / bc1
+        p *= 1 - lr * wd
+        p -= s
+        return
+    m.mul_(b1).add_(g, alpha=1 - b1)  # torch tensors: torch.optim.AdamW's single-tensor update
+    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+    denom = (v.sqrt() / bc2 ** 0.5).add_(eps)
+    p.mul_(1 - lr * wd).addcdiv_(m, denom, value=-lr / bc1)
+
+
 class ComponentAdamW:
     def __init__(self, table: ComponentTable, lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.01, evict_after: int = 200,
@@ -63,15 +90,9 @@ class ComponentAdamW:
                 g = g[idx]
                 if st["m"][j] is None:
                     st["m"][j], st["v"][j] = g * 0, g * 0
-                m, v = st["m"][j], st["v"][j]
-                m *= b1
-                m += (1 - b1) * g
-                v *= b2
-                v += (1 - b2) * (g * g)
                 view = p[idx]
                 before = view * 1 if track_gain else None  # a copy, for numpy and torch alike
-                view *= 1 - lr * self.wd
-                view -= lr * (m / bc1) / ((v / bc2) ** 0.5 + self.eps)
+                adamw_update(view, g, st["m"][j], st["v"][j], lr, b1, b2, self.eps, self.wd, bc1, bc2)
                 if ref.dim is not None:  # numpy basic slices are views; torch too. Be explicit.
                     p[idx] = view
                 if track_gain:

@@ -30,6 +30,24 @@ def test_matches_torch_adamw_with_param_groups():
         torch.testing.assert_close(ours[n], ref[n].detach(), rtol=1e-6, atol=1e-7)
 
 
+def test_numpy_arrays_match_torch_adamw_too():
+    """The numpy update (the device runners' buffers) is the same AdamW as torch's."""
+    g = np.random.default_rng(1)
+    shapes = {"a": (4, 3), "b": (5,)}
+    ours = {n: g.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+    ref = {n: torch.nn.Parameter(torch.from_numpy(a.copy())) for n, a in ours.items()}
+    opt_ref = torch.optim.AdamW(list(ref.values()), lr=1e-2, weight_decay=0.01)
+    opt = ComponentAdamW(two_component_table(shapes), lr=1e-2, weight_decay=0.01)
+    for step in range(10):
+        grads = {n: g.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+        for n in shapes:
+            ref[n].grad = torch.from_numpy(grads[n].copy())
+        opt_ref.step()
+        opt.step(ours, grads, np.ones(2), step)
+    for n in shapes:
+        np.testing.assert_allclose(ours[n], ref[n].detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_numpy_buffers_and_slices_leave_unselected_slices_bit_identical():
     w = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
     before = w.copy()

@@ -122,3 +122,24 @@ def test_an_operator_the_runtime_lacks_is_refused_at_load(tiny_artifacts, tmp_pa
     write_manifest(bad, {k: v for k, v in manifest.items() if k not in ("schema", "schema_version", "files")})
     with pytest.raises(ArtifactError, match="NoSuchOperator"):
         open_backend(load_artifact(bad), 1)
+
+
+def test_gradient_graphs_read_saved_activations_instead_of_recomputing(tiny_artifacts, llama_artifacts):
+    """Each non-head gradient graph has a saving forward; it reads what that forward saved and runs
+    no forward op of its own (no Softmax: attention's backward is written from the saved probabilities)."""
+    for root in (tiny_artifacts["onnx"], llama_artifacts["onnx"]):
+        info = load_artifact(root).manifest["backend_info"]
+        assert info["saved_activations"]
+        heads = {s["graphs"] for s in info["stages"] if s["head"]}
+        for kind, files in info["graphs"].items():
+            for v in ("x", "w", "xw"):
+                if v not in files:
+                    continue
+                grad = onnx.load(str(root / files[v])).graph
+                if kind in heads:  # joint: loss and logits come out of the gradient graph too
+                    assert [o.name for o in grad.output][:2] == ["loss", "logits"]
+                    continue
+                assert "save_" + v in files, (kind, v)
+                assert any(i.name.startswith("saved.") for i in grad.input), (kind, v)
+                if kind.startswith("attention"):
+                    assert "Softmax" not in {n.op_type for n in grad.node}, (kind, v)

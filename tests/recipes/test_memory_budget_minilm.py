@@ -10,10 +10,10 @@ import sys
 import pytest
 
 
-def finetune(out, budget: str, steps: int = 40):
+def finetune(out, budget: str, steps: int = 25):
     return subprocess.run(
         [sys.executable, "-m", "rgft_edge.cli", "finetune", "--no-progress", "--max-train-examples", "640",
-         "--eval-examples", "200", "--validation-examples", "100", "--eval-every", "20",
+         "--eval-examples", "100", "--validation-examples", "50", "--eval-every", "12",
          "--max-steps", str(steps), "--threads", "2", "--memory-budget", budget, "--out", str(out)],
         capture_output=True, text=True, timeout=900)
 
