@@ -57,6 +57,7 @@ def run(venv: Path, artifact: str, data: Path, args, out: Path, seed: int) -> di
     argv = [str(venv / "bin" / "rgft-edge"), "train", artifact, "--data", str(data), *columns,
             "--policy", args.policy, "--max-steps", str(args.steps), "--epochs", str(args.epochs),
             *(["--lr", str(args.lr)] if args.lr is not None else []),
+            *(["--memory-budget", args.memory_budget] if args.memory_budget else []),
             "--eval-examples", str(args.eval_examples), "--threads", str(args.threads), "--seed", str(seed),
             "--no-progress", "--out", str(out)]
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": os.environ.get("HOME", "/tmp")}
@@ -82,6 +83,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--lr", type=float, default=None, help="default: the runner's")
     ap.add_argument("--eval-examples", type=int, default=300)
+    ap.add_argument("--memory-budget", default=None, help="passed to every run (e.g. 300MB)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="device-train")
     ap.add_argument("--out", default="benchmarks/results")
@@ -105,7 +107,7 @@ def main() -> None:
                 print(rows[-1], flush=True)
     meta = environment(venv=", ".join(sorted({str(v) for v in venvs})), data=args.data, steps=args.steps,
                        eval_examples=args.eval_examples, threads=args.threads, seeds=args.seeds, policy=args.policy,
-                       epochs=args.epochs, lr=args.lr)
+                       epochs=args.epochs, lr=args.lr, memory_budget=args.memory_budget)
     write_results(args.out, args.name, meta, rows, markdown)
 
 
@@ -113,6 +115,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     data = {"rotten-tomatoes": "Rotten Tomatoes snippets", "orl-faces": "ORL face photos"}[meta.get("data", "rotten-tomatoes")]
     lines = [f"`rgft-edge train` from `{meta['venv']}`, {meta['steps']} steps, policy {meta['policy']}, "
              f"{meta.get('epochs', 1)} epoch(s), LR {meta.get('lr') or 'default'}, "
+             + (f"memory budget {meta['memory_budget']}, " if meta.get("memory_budget") else "") +
              f"{meta['threads']} threads, seeds {meta.get('seeds', [0])}, up to {meta['eval_examples']} held-out {data}; "
              "one process per run; peak RSS is the whole process's (VmHWM), as the run measured it.", "",
              "| artifact | seed | runtime | peak RSS (MB) | median step (ms) | held-out accuracy | components/step |",

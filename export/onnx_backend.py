@@ -10,6 +10,8 @@ deep as a step's selection reaches. Per stage kind (`export/onnx_stages.py`) up 
 - `x`    (saved, context, gy, weights) -> dL/dx           stages above the lowest selected one
 - `w`    (saved, context, gy, weights) -> dL/dW_train     the lowest selected stage
 - `xw`   both                                             selected stages above the lowest
+- `rc_v` (x, context, gy, weights) -> what `v` returns    `v` recomputing its forward from x: the
+                                                          runner's lean mode (under a memory budget)
 
 Each gradient variant is traced jointly with its forward and cut in two by `onnx_saved.split_saved`
 (the forward keeps what the backward reads: no recompute). The head's gradient graphs stay joint:
@@ -32,7 +34,7 @@ import torch.nn as nn
 
 from rgft_edge.errors import UserError
 
-from .onnx_saved import split_saved
+from .onnx_saved import split_saved, without_outputs
 from .onnx_stages import Plan, Stage, plan, stage_tensors
 from .onnxruntime_backend import float_copy
 from .prepare import PreparedModel, example_inputs
@@ -248,6 +250,8 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
                 ops |= set(_export(fn, args, names, dims, outputs, out / rel, Dim))
                 rels = {v: rel}
                 if v != "fwd" and not st.head:  # forward saving activations + backward reading them
+                    rels["rc_" + v] = f"onnx/{kind}.rc_{v}.onnx"  # and one that recomputes instead
+                    without_outputs(out / rel, out / rels["rc_" + v], y_names)
                     rels["save_" + v] = f"onnx/{kind}.save_{v}.onnx"
                     split_saved(out / rel, out / rels["save_" + v], out / rel, x_names, "gy", y_names)
                 for name, r in rels.items():

@@ -24,6 +24,19 @@ def _subgraph_attrs(node) -> bool:
     return any(a.type in (5, 10) for a in node.attribute)  # GRAPH, GRAPHS
 
 
+_VIEWS = {"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"}  # free in ONNX Runtime
+_FROM_SHAPE = {"ConstantOfShape", "Shape"}  # made from a shape alone
+
+
+def _rematerialisable(node, available: set[str]) -> bool:
+    """Whether the backward should recompute this forward node's output instead of reading it:
+    views and shape-made tensors always; an Expand or a Transpose when its data input is read
+    anyway (saved, or a graph input) — recomputing it then costs one copy, saving it a second one."""
+    if node.op_type in _VIEWS | _FROM_SHAPE:
+        return True
+    return node.op_type in ("Transpose", "Expand") and node.input[0] in available
+
+
 def _sizes_not_from(g, gy: str) -> None:
     """The exporter reads a dynamic size from whichever input carries it, sometimes `gy` (the batch
     size of a forward reshape from Shape(gy)), which would tie the forward to the backward's input.
@@ -91,12 +104,22 @@ def split_saved(joint_path: Path, fwd_path: Path, bwd_path: Path, x_inputs: list
             todo.extend(n.input)
         return nodes, reached
 
-    bwd_nodes, bwd_reads = closure(grads, saveable | graph_inputs)
-    saved = sorted(bwd_reads & saveable)
+    # Rematerialise, rather than save, what a layout op makes from a tensor the backward reads
+    # anyway (or could read as cheaply): a reshape of x, the transposed copy of the saved attention
+    # probabilities, a zero tensor of the batch's shape.
+    remat: set[str] = set()
+    while True:
+        bwd_nodes, bwd_reads = closure(grads, (saveable - remat) | graph_inputs)
+        saved = sorted(bwd_reads & saveable)
+        more = {t for t in saved if _rematerialisable(producer[t], set(saved) | graph_inputs | remat)}
+        if not more:
+            break
+        remat |= more
     fwd_nodes, _ = closure(list(y_outputs) + saved, graph_inputs)
-    # nodes on weights and context alone (a dequantize, a transpose) may run in both graphs; none
-    # that reads the data may (the backward stops at those: they are the saved tensors)
-    if any(set(n.output) & from_x for n in g.node if id(n) in fwd_nodes & bwd_nodes):
+    # nodes on weights and context alone (a dequantize, a transposed weight) may run in both graphs,
+    # and the rematerialised layout ops; no other node that reads the data may
+    shared = [n for n in g.node if id(n) in fwd_nodes & bwd_nodes and set(n.output) & from_x]
+    if any(not set(n.output) & remat for n in shared):
         raise RuntimeError(f"{joint_path.name}: the split would recompute data-dependent nodes")
     rename = {t: f"saved.{i}" for i, t in enumerate(saved)}
     info = {v.name: v for v in list(g.value_info) + list(g.input) + list(g.output)}
@@ -139,3 +162,28 @@ def split_saved(joint_path: Path, fwd_path: Path, bwd_path: Path, x_inputs: list
     bwd_in = [typed(t, rename[t]) for t in saved] + [i for i in g.input if i.name in bwd_reads]
     build(bwd_nodes, bwd_in, [outs[o] for o in grads], bwd_path, rename)
     return [rename[t] for t in saved]
+
+
+def without_outputs(joint_path: Path, out_path: Path, drop: list[str]) -> None:
+    """The joint graph less the forward's outputs: a gradient graph that recomputes its stage's
+    forward from x (the lean choice when a memory budget is set: only x is kept per stage)."""
+    import onnx
+
+    mp = onnx.load(str(joint_path))
+    g = mp.graph
+    keep = [o for o in g.output if o.name not in drop]
+    producer = {o: n for n in g.node for o in n.output}
+    needed, todo = set(), [o.name for o in keep]
+    while todo:
+        t = todo.pop()
+        n = producer.get(t)
+        if n is not None and id(n) not in needed:
+            needed.add(id(n))
+            todo.extend(i for i in n.input if i)
+    nodes = [n for n in g.node if id(n) in needed]
+    del g.output[:]
+    g.output.extend(keep)
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(mp)
+    onnx.save(mp, str(out_path))

@@ -89,6 +89,9 @@ class ProgramBackendTraits:
     (no per-component activation model) and hold any RNG out of Python's reach."""
 
     activation_scores = False
+    # set by `train` under a memory budget: runners that can trade speed for memory (recompute a
+    # stage's forward in its backward instead of keeping its activations) do; the others ignore it
+    recompute_activations = False
 
     def activation_bytes(self, batch: Batch) -> None:
         return None

@@ -37,7 +37,10 @@ except ImportError:  # a bare system Python: pip's vendored copy
 ROOT = Path(__file__).resolve().parents[1]
 PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
 PYTHONS = {"3.11": "Raspberry Pi 5, Raspberry Pi OS bookworm", "3.10": "Jetson Orin Nano, JetPack 6"}
-EXPAND = ("torch",)
+# Downloaded without their dependencies, whose lists are evaluated here for the board: torch (host
+# pip would evaluate its CUDA markers for x86_64), and what depends on torch unpinned (peft,
+# accelerate: left to pip, they pulled a second, old torch 2.1.0 beside the pinned 2.10.0)
+EXPAND = ("torch", "peft", "accelerate")
 # Installed beside an extra with --no-deps (docs/artifacts.md#device-installs): executorch's
 # declared dependencies serve its exporter, not the runtime binding a device imports.
 NO_DEPS = {"device-executorch": ["executorch==1.5.1"]}
@@ -77,14 +80,23 @@ def download(reqs: list[str], python: str, dest: Path, no_deps: list[str] = (),
             "-d", str(dest), *[a for p in PLATFORMS for a in ("--platform", p)]]
     reqs = for_board(reqs, python)
     alone = [r for r in reqs if Requirement(r).name in expand]
-    runs = []
-    if alone or no_deps:  # these without their dependencies; `expand`'s dependency lists evaluated here
-        runs.append(subprocess.run(base + ["--no-deps", *alone, *no_deps], capture_output=True, text=True))
-        for r in alone:
+    known = {Requirement(r).name for r in reqs}
+    runs, extra, todo = [], [], list(alone)
+    if no_deps:
+        runs.append(subprocess.run(base + ["--no-deps", *no_deps], capture_output=True, text=True))
+    while todo:  # `expand`'s packages without their dependencies, their dependency lists evaluated here
+        runs.append(subprocess.run(base + ["--no-deps", *todo], capture_output=True, text=True))
+        batch, todo = todo, []
+        for r in batch:
             name = Requirement(r).name.replace("-", "_")
             for wheel in dest.glob(f"{name}-*.whl"):
-                reqs += for_board(_wheel_requires(wheel), python)
-    rest = [r for r in reqs if r not in alone]
+                for dep in for_board(_wheel_requires(wheel), python):
+                    n = Requirement(dep).name
+                    if n in known:  # pinned by the project already (e.g. peft's bare `torch`)
+                        continue
+                    known.add(n)
+                    (todo if n in expand else extra).append(dep)
+    rest = [r for r in reqs if r not in alone] + extra
     runs.append(subprocess.run(base + rest, capture_output=True, text=True))
     errors = [line for res in runs for line in res.stderr.splitlines() if line.startswith("ERROR")]
     return {"resolves": all(r.returncode == 0 for r in runs),

@@ -89,6 +89,9 @@ case "$EXTRA" in
   device-executorch) PROBE_PY='import torch; from executorch.extension.pybindings import _C
 import rgft_edge.device_runners.executorch_runner as r
 rt = {"torch": torch.__version__, "executorch_threads": _C._threadpool_get_thread_count()}' ;;
+  device-torch) PROBE_PY='import torch
+import rgft_edge.device_runners.torch_artifact as r
+rt = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available()}' ;;
   *) PROBE_PY='import onnxruntime as ort
 import rgft_edge.device_runners.onnx_runner as r
 rt = {"onnxruntime": ort.__version__}' ;;

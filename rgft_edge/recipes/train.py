@@ -34,6 +34,8 @@ def train_artifact(artifact_dir: str, cfg: FinetuneConfig, progress: bool = True
     splits = load_splits(cfg, artifact.manifest.get("labels"))
     print(data_summary(splits), flush=True)  # before any model loads: what will train
     backend = open_backend(artifact, cfg.training.threads)
+    if cfg.limits.memory_budget is not None:
+        backend.recompute_activations = True  # the lean path, where a runner has one
     meta = {"artifact": str(Path(artifact_dir).resolve()), "environment": backend.environment(),
             "load_time_s": time.perf_counter() - t0}
     try:

@@ -1,4 +1,5 @@
-"""`rgft-edge train` of an `onnx` artifact (device-onnx extra) and of an `executorch` artifact
+"""`rgft-edge train` of an `onnx` artifact (device-onnx extra), a `torch` artifact (device-torch
+extra: CPU-only torch 2.10.0, transformers, peft, torchao) and an `executorch` artifact
 (device-executorch extra: CPU-only torch 2.10.0 + executorch without its exporter dependencies) on
 linux aarch64 (Debian 12 arm64 userland, the extras' aarch64 wheels) under qemu user-mode
 emulation, through `scripts/emulate_aarch64.sh`. Opt-in (RGFT_EMULATE_AARCH64=1): the first run downloads an arm64
@@ -20,6 +21,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "emulate_aarch64.sh"
 @pytest.mark.skipif(os.environ.get("RGFT_EMULATE_AARCH64") != "1", reason="opt-in: RGFT_EMULATE_AARCH64=1")
 @pytest.mark.parametrize("backend, extra", [
     ("onnx", "device-onnx"),
+    ("torch", "device-torch"),  # CPU-only torch 2.10.0 for aarch64 (environment markers in the extra)
     # ExecuTorch's binding needs torch 2.13, whose aarch64 build needs a CUDA 13 package with no aarch64
     # wheel (docs/artifacts.md#device-installs): expected to fail until a torch-free runner exists
     pytest.param("executorch", "device-executorch", marks=pytest.mark.xfail(
