@@ -19,8 +19,8 @@ def environment(**extra) -> dict:
 def cpu_model() -> str:
     """The host CPU as /proc/cpuinfo names it. Timings from different hosts do not compare: the
     runners benchmark's eager-torch head-only MiniLM step took 122-148 ms on 2026-11-23 and
-    253-320 ms on a 2-vCPU AMD EPYC host on 2026-12-06, while ONNX Runtime's took 137-156 and
-    136-169 ms; so every result records the CPU, and only ratios within one run are compared."""
+    221-279 ms on a 2-vCPU AMD EPYC host on 2026-12-06, while ONNX Runtime's took 137-156 and
+    134-146 ms; so every result records the CPU, and only ratios within one run are compared."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
