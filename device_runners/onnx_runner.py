@@ -41,7 +41,8 @@ class _Stage:
 class OnnxBackend(ProgramBackendTraits):
     name = "onnx"
     eval_batch_size = None  # batch and sequence axes are dynamic
-    # saved activations: ~16% faster full step on MiniLM, ~100 MB more at batch 16x64 (docs/onnx.md)
+    # saved activations: a 25% faster full fp32 step on MiniLM for ~100-175 MB more peak RSS at
+    # batch 16x64 (docs/onnx.md); `train` sets this under a memory budget
     recompute_activations = False
 
     def __init__(self, artifact: Artifact, threads: int):
