@@ -21,7 +21,9 @@ from pathlib import Path
 
 
 def _subgraph_attrs(node) -> bool:
-    return any(a.type in (5, 10) for a in node.attribute)  # GRAPH, GRAPHS
+    from onnx import AttributeProto
+
+    return any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in node.attribute)
 
 
 _VIEWS = {"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"}  # free in ONNX Runtime
@@ -35,6 +37,24 @@ def _rematerialisable(node, available: set[str]) -> bool:
     if node.op_type in _VIEWS | _FROM_SHAPE:
         return True
     return node.op_type in ("Transpose", "Expand") and node.input[0] in available
+
+
+def _closure(producer: dict, outputs: list[str], stop: set[str]) -> tuple[set[int], set[str]]:
+    """Walking back from `outputs`: the ids of the nodes they need, and the tensors where the walk
+    ended (a name in `stop`, a graph input or an initializer)."""
+    nodes, reached, todo, seen = set(), set(), list(outputs), set()
+    while todo:
+        t = todo.pop()
+        if t in seen or not t:
+            continue
+        seen.add(t)
+        if t in stop or t not in producer:
+            reached.add(t)
+            continue
+        n = producer[t]
+        nodes.add(id(n))
+        todo.extend(n.input)
+    return nodes, reached
 
 
 def _sizes_not_from(g, gy: str) -> None:
@@ -78,6 +98,7 @@ def split_saved(joint_path: Path, fwd_path: Path, bwd_path: Path, x_inputs: list
     if any(_subgraph_attrs(n) for n in g.node):
         raise RuntimeError(f"{joint_path.name}: control-flow subgraphs cannot be split")
     graph_inputs = {i.name for i in g.input} | {t.name for t in g.initializer}
+    # held for the whole function: node identity below is id() of these protobuf wrappers
     producer = {o: n for n in g.node for o in n.output}
     from_x, from_gy = set(x_inputs), {gy}
     for n in g.node:  # nodes are in topological order
@@ -90,19 +111,7 @@ def split_saved(joint_path: Path, fwd_path: Path, bwd_path: Path, x_inputs: list
     grads = [o.name for o in g.output if o.name not in y_outputs]
 
     def closure(outputs: list[str], stop: set[str]) -> tuple[set[int], set[str]]:
-        nodes, reached, todo, seen = set(), set(), list(outputs), set()
-        while todo:
-            t = todo.pop()
-            if t in seen or not t:
-                continue
-            seen.add(t)
-            if t in stop or t not in producer:
-                reached.add(t)
-                continue
-            n = producer[t]
-            nodes.add(id(n))
-            todo.extend(n.input)
-        return nodes, reached
+        return _closure(producer, outputs, stop)
 
     # Rematerialise, rather than save, what a layout op makes from a tensor the backward reads
     # anyway (or could read as cheaply): a reshape of x, the transposed copy of the saved attention
@@ -172,15 +181,9 @@ def without_outputs(joint_path: Path, out_path: Path, drop: list[str]) -> None:
     mp = onnx.load(str(joint_path))
     g = mp.graph
     keep = [o for o in g.output if o.name not in drop]
-    producer = {o: n for n in g.node for o in n.output}
-    needed, todo = set(), [o.name for o in keep]
-    while todo:
-        t = todo.pop()
-        n = producer.get(t)
-        if n is not None and id(n) not in needed:
-            needed.add(id(n))
-            todo.extend(i for i in n.input if i)
-    nodes = [n for n in g.node if id(n) in needed]
+    nodes = list(g.node)  # held: the ids below are of these wrapper objects
+    needed, _ = _closure({o: n for n in nodes for o in n.output}, [o.name for o in keep], set())
+    nodes = [n for n in nodes if id(n) in needed]
     del g.output[:]
     g.output.extend(keep)
     del g.node[:]

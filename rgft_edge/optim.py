@@ -4,8 +4,8 @@ Why not torch.optim with param groups: a component can own a slice of a tensor (
 head's rows), torch's AdamW would still move the unselected slices of that tensor (momentum and
 weight decay), and the exported backends hand us plain buffers anyway. The maths is AdamW exactly
 (decoupled weight decay, bias correction per component step count); tests check it against
-torch.optim.AdamW with per-group learning rates. Written with operators only, so it runs on torch
-tensors and numpy arrays alike.
+torch.optim.AdamW with per-group learning rates. `adamw_update` runs on torch tensors and numpy
+arrays alike, each with its in-place operators (one temporary per tensor).
 
 State bound (documented rule): the m/v state of a component that has not been updated for
 `evict_after` steps is dropped; when it is selected again it restarts from zero with a fresh bias
