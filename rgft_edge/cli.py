@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--compare", nargs="*", default=[], help="more run directories, side by side")
     rp.add_argument("-o", "--out", default=None, help="HTML file (default RUN_DIR/report.html)")
 
+    from .fleet.cli import add_parser as add_fleet_parser
+
+    add_fleet_parser(sub)
     pr = sub.add_parser("profiles", help="device profiles: list | show NAME | detect")
     pr.add_argument("action", choices=("list", "show", "detect"))
     pr.add_argument("name", nargs="?")
@@ -259,7 +262,14 @@ def _report(args) -> int:
     return 0
 
 
-COMMANDS = {"finetune": _run, "train": _run, "compile": _compile, "profiles": _profiles, "report": _report}
+def _fleet(args) -> int:
+    from .fleet.cli import run
+
+    return run(args)
+
+
+COMMANDS = {"finetune": _run, "train": _run, "compile": _compile, "profiles": _profiles, "report": _report,
+            "fleet": _fleet}
 
 
 def main(argv: list[str] | None = None) -> int:

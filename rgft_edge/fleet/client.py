@@ -87,6 +87,7 @@ def train_round(fm: FleetModel, cfg: FleetConfig, partition: int, global_values:
     prof = power_profile(profile or cfg.profile)
     meter = EnergyMeter(idle_w=prof.idle_power_w, max_w=prof.max_power_w).start()
     t0 = time.perf_counter()
+    known = int(error_map.measured_once.sum())  # > 0: the map came back from earlier rounds (or disk)
     for p in fm.params.values():
         p.requires_grad_(False)
     probed = 0
@@ -127,7 +128,7 @@ def train_round(fm: FleetModel, cfg: FleetConfig, partition: int, global_values:
     return RoundResult(fm.read(comps), comps, {
         "num-examples": len(data), "steps": len(losses), "probe-steps": probed, "train-time-s": train_s,
         "median-step-s": float(np.median(step_times)), "loss": float(np.mean(losses)),
-        "energy-j": float(energy.energy_j), "components": len(comps),
+        "energy-j": float(energy.energy_j), "components": len(comps), "map-known": known,
     }, energy.source)
 
 

@@ -50,7 +50,7 @@ def load_checkpoint(out: Path, cfg: FleetConfig, keys: dict[str, np.ndarray]) ->
         values = load_file(str(out / GLOBAL))
     except FileNotFoundError as e:
         raise UserError(f"--resume: no fleet checkpoint in {out} ({e.filename} missing)") from e
-    except (ValueError, OSError) as e:
+    except Exception as e:  # a torn or tampered file (safetensors raises its own error type)
         raise UserError(f"--resume: the fleet checkpoint in {out} is unreadable: {e}") from e
     if state.get("schema") != SCHEMA:
         raise UserError(f"--resume: checkpoint schema {state.get('schema')!r}, this version reads {SCHEMA}")

@@ -25,6 +25,12 @@ from .payload import ReplyError, Upload, check_reply
 log = logging.getLogger("rgft_edge.fleet")
 
 
+def _last_line(text: str) -> str:
+    """A client exception's own message: the simulation engine wraps it in a long Ray trace."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[-1] if lines else "(no reason given)"
+
+
 def to_record(values: dict[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in values.items()})
 
@@ -58,7 +64,7 @@ class ComponentFedAvg(Strategy):
         for msg in replies:
             node = int(msg.metadata.src_node_id)
             if msg.has_error():
-                refused.append({"node": node, "reason": f"client error: {msg.error.reason}"[:300]})
+                refused.append({"node": node, "reason": f"client error: {_last_line(msg.error.reason)}"[:300]})
                 continue
             try:
                 up, metrics, source = self._read(msg)

@@ -1,0 +1,286 @@
+"""Federated RGFT against FedAvg of the full model and FedAvg of LoRA adapters, in one harness.
+
+Each (method, seed) is one Flower simulation in its own child process: N clients on a Dirichlet(α)
+non-IID split of a shipped dataset, the same rounds, local steps, batch and held-out split for
+every method; the server evaluates the global model on the held-out split after every round.
+Recorded per round: test accuracy, uplink bytes (the accepted replies' array payloads), downlink
+bytes, each client's training time, median step time and energy (with its source).
+
+Derived per seed: the target is 99% of FedAvg-full's final accuracy (same seed); a method's
+"uplink to target" is its cumulative uplink bytes at the end of the first round whose accuracy
+reaches the target (rounds are discrete: no interpolation). Verdicts use the paired rule of the
+equal-time harness (better / worse / tie; a seed that never reaches the target counts as behind).
+
+    python benchmarks/fleet.py [--methods fedavg-full fedavg-lora rgft rgft-int8 rgft-lora]
+        [--seeds 0] [--rounds 20] [--local-steps 5] [--clients 10] [--data bbc-news] [--resume]
+
+`--resume` keeps finished runs (runs.jsonl) and continues an interrupted one from its server
+checkpoint. Writes benchmarks/results/fleet/{fleet.json, fleet.md, fleet.svg, runs.jsonl}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import environment, run_child, write_results  # noqa: E402
+from compare_analysis import mean_std, paired_rule  # noqa: E402
+
+# benchmark method -> (fleet method, coding, default LR)
+METHODS = {
+    "fedavg-full": ("fedavg-full", "none", 1e-4),
+    "fedavg-lora": ("fedavg-lora", "none", 1e-3),
+    "rgft": ("rgft", "none", 1e-4),
+    "rgft-int8": ("rgft", "int8", 1e-4),
+    "rgft-lora": ("rgft-lora", "none", 1e-3),
+    "rgft-lora-int8": ("rgft-lora", "int8", 1e-3),
+}
+TARGET = 0.99
+REFERENCE = "fedavg-full"
+
+
+def child(args) -> None:
+    from rgft_edge.fleet import FleetConfig, simulate
+
+    method, coding, lr = METHODS[args.child]
+    run_dir = Path(args.out) / "runs" / f"{args.child}-s{args.seed}"
+    cfg = FleetConfig(method=method, coding=coding, lr=args.lr or lr, data=args.data, clients=args.clients,
+                      alpha=args.alpha, rounds=args.rounds, local_steps=args.local_steps,
+                      batch_size=args.batch_size, upload_budget=args.upload_budget, held_out=args.held_out,
+                      seed=args.seed, min_clients=args.clients, out=str(run_dir),
+                      resume=(run_dir / "fleet_state.json").is_file())
+    t0 = time.perf_counter()
+    result = simulate(cfg)
+    print("RESULT " + json.dumps({"method": args.child, "seed": args.seed, "wall_s": time.perf_counter() - t0,
+                                  "resumed": cfg.resume, **result}), flush=True)
+
+
+def summarise(run: dict) -> dict:
+    """Per-run figures: accuracy curve, bytes, client costs."""
+    hist = run["history"]
+    rounds = [h for h in hist if h["round"] > 0]
+    clients = [c for h in rounds for c in h["clients"]]
+    sources = sorted({c.get("energy_source", "") for c in clients})
+    return {
+        "acc": [h["accuracy"] for h in hist], "uplink": [h["uplink_bytes"] for h in hist],
+        "downlink": [h["downlink_bytes"] for h in hist],
+        "final_acc": hist[-1]["accuracy"],
+        "uplink_per_round": float(np.mean([h["uplink_bytes"] for h in rounds])),
+        "downlink_per_round": float(np.mean([h["downlink_bytes"] for h in rounds])),
+        "client_step_s": float(np.median([c["metrics"]["median-step-s"] for c in clients])),
+        "client_train_s": float(np.mean([c["metrics"]["train-time-s"] for c in clients])),
+        "client_energy_j": float(np.mean([c["metrics"]["energy-j"] for c in clients])),
+        "energy_source": ", ".join(s for s in sources if s) or "unknown",
+        "components": float(np.mean([c["metrics"]["components"] for c in clients])),
+        "coding_error": float(np.mean([c["metrics"].get("coding-rel-error", 0.0) for c in clients])),
+        "refused": sum(len(h["refused"]) for h in rounds),
+    }
+
+
+def to_target(s: dict, target: float) -> tuple[int | None, float | None]:
+    """(round, cumulative uplink bytes) when the accuracy first reaches the target."""
+    total = 0.0
+    for r, (acc, up) in enumerate(zip(s["acc"], s["uplink"])):
+        total += up
+        if r > 0 and acc >= target - 1e-12:
+            return r, total
+    return None, None
+
+
+def analyse(runs: list[dict], methods: list[str]) -> tuple[list[dict], dict]:
+    by = {(r["method"], r["seed"]): summarise(r) for r in runs}
+    seeds = sorted({r["seed"] for r in runs if r["method"] == REFERENCE})
+    rows, verdicts = [], {}
+    ref_bytes = {}
+    for seed in seeds:
+        ref = by[(REFERENCE, seed)]
+        _, ref_bytes[seed] = to_target(ref, TARGET * ref["final_acc"])
+    for m in methods:
+        per = [(seed, by[(m, seed)]) for seed in seeds if (m, seed) in by]
+        if not per:
+            continue
+        hit = []
+        for seed, s in per:
+            target = TARGET * by[(REFERENCE, seed)]["final_acc"]
+            rnd, up = to_target(s, target)
+            hit.append({"seed": seed, "round": rnd, "uplink": up,
+                        "ratio": up / ref_bytes[seed] if up is not None and ref_bytes[seed] else None})
+        row = {"method": m, "seeds": [seed for seed, _ in per], "per_seed_to_target": hit}
+        for key in ("final_acc", "uplink_per_round", "downlink_per_round", "client_step_s", "client_train_s",
+                    "client_energy_j", "components", "coding_error"):
+            row[key] = mean_std([s[key] for _, s in per])
+        row["energy_source"] = per[0][1]["energy_source"]
+        row["refused"] = sum(s["refused"] for _, s in per)
+        row["reached"] = sum(h["round"] is not None for h in hit)
+        row["rounds_to_target"] = mean_std([h["round"] for h in hit if h["round"] is not None])
+        row["uplink_to_target"] = mean_std([h["uplink"] for h in hit if h["uplink"] is not None])
+        row["ratio_to_full"] = mean_std([h["ratio"] for h in hit if h["ratio"] is not None])
+        rows.append(row)
+    for m in methods:
+        for other in ("fedavg-full", "fedavg-lora"):
+            if m == other or not any(r["method"] == m for r in rows) or not any(r["method"] == other for r in rows):
+                continue
+            favour = []
+            for seed in seeds:
+                if (m, seed) not in by or (other, seed) not in by:
+                    continue
+                target = TARGET * by[(REFERENCE, seed)]["final_acc"]
+                _, a = to_target(by[(m, seed)], target)
+                _, b = to_target(by[(other, seed)], target)
+                favour.append(0.0 if a is None and b is None else -math.inf if a is None else
+                              math.inf if b is None else b - a)
+            verdicts[f"{m} vs {other}"] = paired_rule(favour)
+    return rows, verdicts
+
+
+def _ms(ms, fmt="{:.3f}", scale=1.0) -> str:
+    mean, std, n = ms
+    if n == 0:
+        return "—"
+    return fmt.format(mean * scale) + (f" ± {fmt.format(std * scale)}" if n > 1 else "")
+
+
+def markdown(meta: dict, rows: list[dict]) -> str:
+    a = meta["args"]
+    lines = ["# Federated fine-tuning: RGFT-fleet vs FedAvg (full model, LoRA)\n",
+             f"{a['clients']} clients, Dirichlet α = {a['alpha']} over labels of `{a['data']}`, {a['rounds']} rounds, "
+             f"{a['local_steps']} local steps of batch {a['batch_size']} per client per round, every client every round; "
+             f"held-out {a['held_out']} examples evaluated by the server after each round. Seeds {meta['seeds']}; "
+             f"MiniLM (all-MiniLM-L6-v2), {meta['environment']['cpu']}, {meta['environment']['date']}, "
+             f"flwr {meta['environment']['flwr']}, torch {meta['environment']['torch']}, 1 thread per client, "
+             f"{meta['parallel']} client processes at once (Flower simulation, Ray).\n",
+             f"Target: {TARGET:.0%} of FedAvg-full's final accuracy (same seed). Uplink to target: cumulative bytes of "
+             "the accepted replies' arrays until the end of the first round at or above it. Energy: "
+             f"{meta['energy_note']}\n",
+             "| method | LR | final accuracy | rounds to target [seeds] | uplink to target (MB) | × FedAvg-full's | "
+             "uplink / round (MB) | downlink / round (MB) | components / client-round | client step (ms) | "
+             "client train / round (s) | client energy / round (J) | int8 rel. error | refused replies |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(" | ".join([
+            f"| {r['method']}", f"{meta['lrs'][r['method']]:g}", _ms(r["final_acc"], "{:.2f}", 100),
+            f"{_ms(r['rounds_to_target'], '{:.1f}')} [{r['reached']}/{len(r['seeds'])}]",
+            _ms(r["uplink_to_target"], "{:.1f}", 1e-6), _ms(r["ratio_to_full"], "{:.4f}"),
+            _ms(r["uplink_per_round"], "{:.2f}", 1e-6), _ms(r["downlink_per_round"], "{:.1f}", 1e-6),
+            _ms(r["components"], "{:.1f}"), _ms(r["client_step_s"], "{:.0f}", 1e3), _ms(r["client_train_s"], "{:.2f}"),
+            _ms(r["client_energy_j"], "{:.1f}"), _ms(r["coding_error"], "{:.4f}"), f"{r['refused']} |"]))
+    lines += ["", "## Verdicts (uplink bytes to the target, paired over seeds)", ""]
+    for k, v in meta["verdicts"].items():
+        lines.append(f"- {k}: **{v['word']}** (ahead in {v['ahead']} of {v['n']} seeds, {v['need']} needed)")
+    lines += ["", "![accuracy vs cumulative uplink](fleet.svg)", ""]
+    return "\n".join(lines)
+
+
+def svg_plot(runs: list[dict], methods: list[str], path: Path) -> None:
+    """Accuracy against cumulative uplink bytes (log scale), one line per method and seed."""
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+    W, H, L, B = 760, 420, 60, 40
+    pts = []
+    for r in runs:
+        s = summarise(r)
+        xs = np.cumsum(s["uplink"])[1:]
+        pts.append((r["method"], r["seed"], xs, s["acc"][1:]))
+    allx = np.concatenate([p[2] for p in pts if len(p[2])]) if pts else np.array([1.0])
+    lo, hi = math.log10(max(1.0, allx.min())), math.log10(max(10.0, allx.max()))
+    accs = [a for p in pts for a in p[3]] or [0, 1]
+    ylo, yhi = min(accs) - 0.02, min(1.0, max(accs) + 0.02)
+    fx = lambda x: L + (math.log10(max(x, 1.0)) - lo) / max(hi - lo, 1e-9) * (W - L - 170)
+    fy = lambda y: H - B - (y - ylo) / max(yhi - ylo, 1e-9) * (H - B - 20)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<line x1="{L}" y1="{H - B}" x2="{W - 170}" y2="{H - B}" stroke="black"/>',
+           f'<line x1="{L}" y1="20" x2="{L}" y2="{H - B}" stroke="black"/>',
+           f'<text x="{(W - 170) / 2}" y="{H - 8}" text-anchor="middle">cumulative uplink bytes (log)</text>',
+           f'<text x="14" y="{H / 2}" transform="rotate(-90 14 {H / 2})" text-anchor="middle">held-out accuracy</text>']
+    for e in range(int(math.floor(lo)), int(math.ceil(hi)) + 1):
+        x = fx(10 ** e)
+        if L <= x <= W - 170:
+            out.append(f'<text x="{x:.0f}" y="{H - B + 15}" text-anchor="middle">1e{e}</text>')
+    for t in np.linspace(ylo, yhi, 5):
+        out.append(f'<text x="{L - 5}" y="{fy(t) + 4:.0f}" text-anchor="end">{t:.2f}</text>')
+    for i, m in enumerate(methods):
+        c = colours[i % len(colours)]
+        for method, seed, xs, ys in pts:
+            if method == m and len(xs):
+                poly = " ".join(f"{fx(x):.1f},{fy(y):.1f}" for x, y in zip(xs, ys))
+                out.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{poly}"/>')
+        out.append(f'<text x="{W - 160}" y="{30 + 18 * i}" fill="{c}">{m}</text>')
+    out.append("</svg>")
+    path.write_text("\n".join(out))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--local-steps", type=int, default=5)
+    ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--alpha", type=float, default=0.3)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--upload-budget", type=float, default=0.1)
+    ap.add_argument("--held-out", type=int, default=400)
+    ap.add_argument("--data", default="bbc-news")
+    ap.add_argument("--lr", type=float, default=None, help="override every method's LR")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "fleet"))
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "runs.jsonl"
+    done = [json.loads(line) for line in log.read_text().splitlines()] if args.resume and log.is_file() else []
+    if not args.resume:
+        log.write_text("")
+    methods = [REFERENCE] + [m for m in args.methods if m != REFERENCE]
+    keep = {k: getattr(args, k) for k in ("rounds", "local_steps", "clients", "alpha", "batch_size",
+                                          "upload_budget", "held_out", "data")}
+    for seed in args.seeds:
+        for m in methods:
+            if any(r["method"] == m and r["seed"] == seed for r in done):
+                continue
+            argv = [sys.executable, __file__, "--child", m, "--seed", str(seed), "--out", str(out)]
+            for k, v in keep.items():
+                argv += [f"--{k.replace('_', '-')}", str(v)]
+            if args.lr:
+                argv += ["--lr", str(args.lr)]
+            print(f"[fleet] {m} seed {seed} ...", flush=True)
+            rec = run_child(argv, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            if "error" in rec:
+                print(f"[fleet] {m} seed {seed} failed: {rec['error']}", flush=True)
+                continue
+            rec["args"] = keep
+            done.append(rec)
+            with log.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+            print(f"[fleet] {m} seed {seed}: final accuracy {rec['history'][-1]['accuracy']:.4f} "
+                  f"in {rec['wall_s']:.0f} s", flush=True)
+    runs = [r for r in done if r["method"] in methods]
+    if not any(r["method"] == REFERENCE for r in runs):
+        sys.exit("no FedAvg-full run finished: nothing to compare against")
+    rows, verdicts = analyse(runs, methods)
+    import flwr
+
+    meta = {"args": keep, "seeds": sorted({r["seed"] for r in runs}), "verdicts": verdicts,
+            "lrs": {m: (args.lr or METHODS[m][2]) for m in methods},
+            "parallel": os.cpu_count(), "environment": environment(flwr=flwr.__version__, threads=1),
+            "energy_note": "source as the clients' meters reported it: "
+                           + "; ".join(sorted({r["energy_source"] for r in rows})) + ".",
+            "runs": [{k: r[k] for k in ("method", "seed", "wall_s", "resumed")} for r in runs]}
+    write_results(out, "fleet", meta, rows, markdown)
+    svg_plot(runs, methods, out / "fleet.svg")
+
+
+if __name__ == "__main__":
+    main()
