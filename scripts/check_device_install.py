@@ -48,7 +48,20 @@ NO_DEPS = {"device-executorch": ["executorch==1.5.1"]}
 
 def requirements(extra: str) -> list[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return list(project["dependencies"]) + list(project["optional-dependencies"][extra])
+    return list(project["dependencies"]) + _extra(project, extra)
+
+
+def _extra(project: dict, extra: str) -> list[str]:
+    """An extra's requirements, with `rgft-edge[other]` (an extra built on another) expanded."""
+    out = []
+    for r in project["optional-dependencies"][extra]:
+        req = Requirement(r)
+        if req.name == project["name"]:
+            for e in sorted(req.extras):
+                out += [x for x in _extra(project, e) if x not in out]
+        elif r not in out:
+            out.append(r)
+    return out
 
 
 def for_board(reqs: list[str], python: str) -> list[str]:
