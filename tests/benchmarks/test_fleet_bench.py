@@ -1,0 +1,40 @@
+"""The fleet benchmark's analysis on hand-made runs: target, uplink to it, the paired verdicts."""
+
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+import fleet  # noqa: E402
+
+
+def run(method, seed, accs, up):
+    hist = [{"round": 0, "accuracy": accs[0], "uplink_bytes": 0, "downlink_bytes": 0}]
+    for r, a in enumerate(accs[1:], 1):
+        client = {"components": ["c"], "uplink_bytes": up, "energy_source": "estimated:tdp",
+                  "metrics": {"median-step-s": 0.1, "train-time-s": 1.0, "energy-j": 2.0, "components": 1}}
+        hist.append({"round": r, "accuracy": a, "uplink_bytes": up, "downlink_bytes": 10 * up,
+                     "refused": [], "clients": [client]})
+    return {"method": method, "seed": seed, "history": hist}
+
+
+def test_uplink_to_target_and_verdicts():
+    runs = []
+    for seed in (0, 1, 2):
+        runs += [run("fedavg-full", seed, [0.2, 0.8, 0.95, 1.0], 1000),   # target 0.99, reached in round 3
+                 run("rgft", seed, [0.2, 0.5, 0.9, 0.99, 0.99], 50),      # round 3: 150 bytes
+                 run("fedavg-lora", seed, [0.2, 0.6, 0.7, 0.8], 10)]      # never reaches it
+    rows, verdicts = fleet.analyse(runs, ["fedavg-full", "rgft", "fedavg-lora"])
+    by = {r["method"]: r for r in rows}
+    assert by["fedavg-full"]["uplink_to_target"][0] == 3000 and by["fedavg-full"]["ratio_to_full"][0] == 1.0
+    assert by["rgft"]["rounds_to_target"][0] == 3 and math.isclose(by["rgft"]["ratio_to_full"][0], 0.05)
+    assert by["fedavg-lora"]["reached"] == 0
+    assert verdicts["rgft vs fedavg-full"]["word"] == "better"
+    assert verdicts["rgft vs fedavg-lora"]["word"] == "better"  # lora never reaches it: behind in every seed
+    assert verdicts["fedavg-lora vs fedavg-full"]["word"] == "worse"
+    text = fleet.markdown({"args": {"clients": 1, "alpha": 0.3, "data": "d", "rounds": 4, "local_steps": 1,
+                                    "batch_size": 2, "held_out": 3}, "seeds": [0, 1, 2], "verdicts": verdicts,
+                           "lrs": {"fedavg-full": 1e-4, "rgft": 1e-4, "fedavg-lora": 1e-3}, "parallel": 2,
+                           "environment": {"cpu": "x", "date": "d", "flwr": "1.41.0", "torch": "t"},
+                           "energy_note": "estimated:tdp."}, rows)
+    assert "| rgft | 0.0001 |" in text and "**better**" in text
