@@ -6,13 +6,18 @@ every method; the server evaluates the global model on the held-out split after 
 Recorded per round: test accuracy, uplink bytes (the accepted replies' array payloads), downlink
 bytes, each client's training time, median step time and energy (with its source).
 
+LR per method: chosen on seed 0 from `--lr-factors` × its default, by validation accuracy (a split
+carved from the training data before it is dealt out; mean of the last two rounds) after
+`--choose-rounds` rounds; the test split is never used to choose. Then every seed runs with it.
+
 Derived per seed: the target is 99% of FedAvg-full's final accuracy (same seed); a method's
 "uplink to target" is its cumulative uplink bytes at the end of the first round whose accuracy
 reaches the target (rounds are discrete: no interpolation). Verdicts use the paired rule of the
 equal-time harness (better / worse / tie; a seed that never reaches the target counts as behind).
 
     python benchmarks/fleet.py [--methods fedavg-full fedavg-lora rgft rgft-int8 rgft-lora]
-        [--seeds 0] [--rounds 20] [--local-steps 5] [--clients 10] [--data bbc-news] [--resume]
+        [--seeds 0] [--rounds 20] [--local-steps 5] [--clients 10] [--data bbc-news]
+        [--lr-factors 1 3] [--choose-rounds 6] [--resume]
 
 `--resume` keeps finished runs (runs.jsonl) and continues an interrupted one from its server
 checkpoint. Writes benchmarks/results/fleet/{fleet.json, fleet.md, fleet.svg, runs.jsonl}.
@@ -34,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, run_child, write_results  # noqa: E402
 from compare_analysis import mean_std, paired_rule  # noqa: E402
 
-# benchmark method -> (fleet method, coding, default LR)
+# benchmark method -> (fleet method, coding, default LR); a coded variant takes its uncoded twin's LR
 METHODS = {
     "fedavg-full": ("fedavg-full", "none", 1e-4),
     "fedavg-lora": ("fedavg-lora", "none", 1e-3),
@@ -43,6 +48,7 @@ METHODS = {
     "rgft-lora": ("rgft-lora", "none", 1e-3),
     "rgft-lora-int8": ("rgft-lora", "int8", 1e-3),
 }
+LR_FROM = {"rgft-int8": "rgft", "rgft-lora-int8": "rgft-lora"}
 TARGET = 0.99
 REFERENCE = "fedavg-full"
 
@@ -50,16 +56,17 @@ REFERENCE = "fedavg-full"
 def child(args) -> None:
     from rgft_edge.fleet import FleetConfig, simulate
 
-    method, coding, lr = METHODS[args.child]
-    run_dir = Path(args.out) / "runs" / f"{args.child}-s{args.seed}"
-    cfg = FleetConfig(method=method, coding=coding, lr=args.lr or lr, data=args.data, clients=args.clients,
+    method, coding, _ = METHODS[args.child]
+    run_dir = Path(args.out) / "runs" / f"{args.phase}-{args.child}-lr{args.lr:g}-r{args.rounds}-s{args.seed}"
+    cfg = FleetConfig(method=method, coding=coding, lr=args.lr, data=args.data, clients=args.clients,
                       alpha=args.alpha, rounds=args.rounds, local_steps=args.local_steps,
                       batch_size=args.batch_size, upload_budget=args.upload_budget, held_out=args.held_out,
                       seed=args.seed, min_clients=args.clients, out=str(run_dir),
                       resume=(run_dir / "fleet_state.json").is_file())
     t0 = time.perf_counter()
     result = simulate(cfg)
-    print("RESULT " + json.dumps({"method": args.child, "seed": args.seed, "wall_s": time.perf_counter() - t0,
+    print("RESULT " + json.dumps({"method": args.child, "seed": args.seed, "phase": args.phase, "lr": args.lr,
+                                  "wall_s": time.perf_counter() - t0,
                                   "resumed": cfg.resume, **result}), flush=True)
 
 
@@ -172,6 +179,11 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             _ms(r["uplink_per_round"], "{:.2f}", 1e-6), _ms(r["downlink_per_round"], "{:.1f}", 1e-6),
             _ms(r["components"], "{:.1f}"), _ms(r["client_step_s"], "{:.0f}", 1e3), _ms(r["client_train_s"], "{:.2f}"),
             _ms(r["client_energy_j"], "{:.1f}"), _ms(r["coding_error"], "{:.4f}"), f"{r['refused']} |"]))
+    lines += ["", f"LR per method, chosen on seed 0 by validation accuracy after {a['choose_rounds']} rounds "
+              f"(factors {a['lr_factors']} of the default):", ""]
+    for m, c in meta["chosen"].items():
+        grid = f"as {c['from']}" if "from" in c else ", ".join(f"{lr:g}: {v:.4f}" for lr, v in c["grid"])
+        lines.append(f"- {m}: **{c['lr']:g}** ({grid})")
     lines += ["", "## Verdicts (uplink bytes to the target, paired over seeds)", ""]
     for k, v in meta["verdicts"].items():
         lines.append(f"- {k}: **{v['word']}** (ahead in {v['ahead']} of {v['n']} seeds, {v['need']} needed)")
@@ -217,9 +229,44 @@ def svg_plot(runs: list[dict], methods: list[str], path: Path) -> None:
     path.write_text("\n".join(out))
 
 
+def choose_lrs(runs: list[dict], methods: list[str]) -> dict[str, dict]:
+    """Per method, the LR whose choice run ends with the best validation accuracy (mean of the last
+    two rounds)."""
+    out = {}
+    for m in methods:
+        cands = [(float(np.mean([h["val_accuracy"] for h in r["history"][-2:]])), r["lr"])
+                 for r in runs if r["method"] == m and r.get("phase") == "choose"]
+        if cands:
+            best = max(cands)
+            out[m] = {"lr": best[1], "val_accuracy": best[0], "grid": sorted((lr, v) for v, lr in cands)}
+    return out
+
+
+def _run_one(args, out: Path, log: Path, done: list, phase: str, m: str, seed: int, lr: float, rounds: int) -> None:
+    if any(r["method"] == m and r["seed"] == seed and r.get("phase") == phase and r["lr"] == lr
+           and len(r["history"]) == rounds + 1 for r in done):
+        return
+    argv = [sys.executable, __file__, "--child", m, "--seed", str(seed), "--out", str(out), "--phase", phase,
+            "--lr", repr(lr), "--rounds", str(rounds)]
+    for k in ("local_steps", "clients", "alpha", "batch_size", "upload_budget", "held_out", "data"):
+        argv += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
+    print(f"[fleet] {phase} {m} lr {lr:g} seed {seed} ...", flush=True)
+    rec = run_child(argv, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if "error" in rec:
+        print(f"[fleet] {phase} {m} seed {seed} failed: {rec['error']}", flush=True)
+        return
+    done.append(rec)
+    with log.open("a") as f:
+        f.write(json.dumps(rec) + "\n")
+    h = rec["history"][-1]
+    print(f"[fleet] {phase} {m} lr {lr:g} seed {seed}: test {h['accuracy']:.4f}, validation "
+          f"{h.get('val_accuracy', float('nan')):.4f} in {rec['wall_s']:.0f} s", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--methods", nargs="+", default=["fedavg-full", "fedavg-lora", "rgft", "rgft-int8", "rgft-lora"],
+                    choices=list(METHODS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--local-steps", type=int, default=5)
@@ -229,11 +276,14 @@ def main() -> None:
     ap.add_argument("--upload-budget", type=float, default=0.1)
     ap.add_argument("--held-out", type=int, default=400)
     ap.add_argument("--data", default="bbc-news")
-    ap.add_argument("--lr", type=float, default=None, help="override every method's LR")
+    ap.add_argument("--lr-factors", nargs="+", type=float, default=[1.0, 3.0])
+    ap.add_argument("--choose-rounds", type=int, default=6)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "fleet"))
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--phase", default="main", help=argparse.SUPPRESS)
+    ap.add_argument("--lr", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args)
@@ -244,40 +294,32 @@ def main() -> None:
     if not args.resume:
         log.write_text("")
     methods = [REFERENCE] + [m for m in args.methods if m != REFERENCE]
-    keep = {k: getattr(args, k) for k in ("rounds", "local_steps", "clients", "alpha", "batch_size",
-                                          "upload_budget", "held_out", "data")}
-    for seed in args.seeds:
+    for m in methods:  # 1. the LR per method, on validation, seed 0
+        for f in args.lr_factors:
+            if m not in LR_FROM:
+                _run_one(args, out, log, done, "choose", m, 0, METHODS[m][2] * f, args.choose_rounds)
+    chosen = choose_lrs(done, methods)
+    chosen.update({m: {**chosen[LR_FROM[m]], "from": LR_FROM[m]} for m in methods
+                   if m in LR_FROM and LR_FROM[m] in chosen})
+    for seed in args.seeds:  # 2. every seed with the chosen LR
         for m in methods:
-            if any(r["method"] == m and r["seed"] == seed for r in done):
-                continue
-            argv = [sys.executable, __file__, "--child", m, "--seed", str(seed), "--out", str(out)]
-            for k, v in keep.items():
-                argv += [f"--{k.replace('_', '-')}", str(v)]
-            if args.lr:
-                argv += ["--lr", str(args.lr)]
-            print(f"[fleet] {m} seed {seed} ...", flush=True)
-            rec = run_child(argv, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-            if "error" in rec:
-                print(f"[fleet] {m} seed {seed} failed: {rec['error']}", flush=True)
-                continue
-            rec["args"] = keep
-            done.append(rec)
-            with log.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
-            print(f"[fleet] {m} seed {seed}: final accuracy {rec['history'][-1]['accuracy']:.4f} "
-                  f"in {rec['wall_s']:.0f} s", flush=True)
-    runs = [r for r in done if r["method"] in methods]
+            if m in chosen:
+                _run_one(args, out, log, done, "main", m, seed, chosen[m]["lr"], args.rounds)
+    runs = [r for r in done if r.get("phase") == "main" and r["method"] in methods
+            and r["lr"] == chosen.get(r["method"], {}).get("lr") and len(r["history"]) == args.rounds + 1]
     if not any(r["method"] == REFERENCE for r in runs):
         sys.exit("no FedAvg-full run finished: nothing to compare against")
     rows, verdicts = analyse(runs, methods)
     import flwr
 
-    meta = {"args": keep, "seeds": sorted({r["seed"] for r in runs}), "verdicts": verdicts,
-            "lrs": {m: (args.lr or METHODS[m][2]) for m in methods},
+    keep = {k: getattr(args, k) for k in ("rounds", "local_steps", "clients", "alpha", "batch_size",
+                                          "upload_budget", "held_out", "data", "lr_factors", "choose_rounds")}
+    meta = {"args": keep, "seeds": sorted({r["seed"] for r in runs}), "verdicts": verdicts, "chosen": chosen,
+            "lrs": {m: c["lr"] for m, c in chosen.items()},
             "parallel": os.cpu_count(), "environment": environment(flwr=flwr.__version__, threads=1),
             "energy_note": "source as the clients' meters reported it: "
                            + "; ".join(sorted({r["energy_source"] for r in rows})) + ".",
-            "runs": [{k: r[k] for k in ("method", "seed", "wall_s", "resumed")} for r in runs]}
+            "runs": [{k: r.get(k) for k in ("method", "seed", "lr", "wall_s", "resumed")} for r in runs]}
     write_results(out, "fleet", meta, rows, markdown)
     svg_plot(runs, methods, out / "fleet.svg")
 

@@ -29,7 +29,7 @@ _MODELS: dict[tuple, FleetModel] = {}
 def fleet_model(cfg: FleetConfig) -> FleetModel:
     """One FleetModel per process and model-defining setting (a simulated client process serves
     many clients; loading MiniLM once per round would dominate the round)."""
-    key = (cfg.model, cfg.data, cfg.text_column, cfg.label_column, cfg.adapter, cfg.seed, cfg.held_out,
+    key = (cfg.model, cfg.data, cfg.text_column, cfg.label_column, cfg.adapter, cfg.seed, cfg.held_out, cfg.validation,
            cfg.max_length, cfg.lora_r, cfg.clients, cfg.alpha, cfg.threads)
     if key not in _MODELS:
         _MODELS.clear()  # one model per process at a time
@@ -38,9 +38,14 @@ def fleet_model(cfg: FleetConfig) -> FleetModel:
 
 
 def choose_upload(scores: np.ndarray, nbytes: np.ndarray, budget_bytes: float) -> list[int]:
-    """Components by error per uploaded byte, greedily, while they fit the byte budget; at least one
-    (the best-value one that fits, else the smallest)."""
-    order = np.argsort(-(np.asarray(scores, float) / np.maximum(nbytes, 1)), kind="stable")
+    """Components by expected loss decrease per uploaded byte, greedily, while they fit the byte
+    budget; at least one (the best-value one that fits, else the smallest).
+
+    An Adam step moves every trained parameter by about the learning rate, so a component's first-
+    order loss decrease is ~ lr * ||g||_1 ~ lr * sqrt(n) * ||g||_2 for n parameters, and its upload
+    costs 4n bytes: value per byte ~ ||g||_2 / sqrt(n) (the RMS gradient). Dividing the norm by n
+    instead would always pick the smallest components."""
+    order = np.argsort(-(np.asarray(scores, float) / np.sqrt(np.maximum(nbytes, 1))), kind="stable")
     chosen, used = [], 0
     for i in order:
         if used + nbytes[i] <= budget_bytes:

@@ -42,6 +42,7 @@ class FleetConfig:
     probe_every: int = 1           # rgft methods: re-measure every component's error every k rounds
     coding: str = "none"           # uploaded deltas: none (fp32 values) | int8 (per-tensor scale)
     held_out: int = 400            # test examples the server evaluates the global model on
+    validation: int = 200          # taken from the training data before it is dealt out: choose settings on it
     max_length: int = 64
     lora_r: int = 8
     seed: int = 0
@@ -65,6 +66,8 @@ class FleetConfig:
             raise UserError(f"upload_budget is a share of the trainable bytes: (0, 1], got {self.upload_budget}")
         if not 0 < self.fraction_train <= 1:
             raise UserError(f"fraction_train must be in (0, 1], got {self.fraction_train}")
+        if self.held_out < 1 or self.validation < 0:
+            raise UserError(f"held_out must be >= 1 and validation >= 0, got {self.held_out} / {self.validation}")
         if self.alpha <= 0 or self.lr <= 0 or self.round_timeout_s <= 0:
             raise UserError("alpha, lr and round_timeout_s must be positive")
         if self.min_clients > self.clients:

@@ -133,7 +133,23 @@ class LocalFleet:
                 time.sleep(0.2)
         for i in range(self.nodes):
             self.start_node(i)
+        self.wait_nodes(self.nodes)
         return self
+
+    def wait_nodes(self, n: int, timeout_s: float = 120) -> None:
+        """Until n SuperNodes are online (a round would otherwise start with the first min_clients)."""
+        deadline = time.time() + timeout_s
+        while True:
+            try:
+                nodes = self._flwr("supernode", "ls", CONNECTION).get("nodes", [])
+            except RuntimeError:
+                nodes = []
+            if sum(1 for x in nodes if x.get("status") == "online") >= n:
+                return
+            if time.time() > deadline:
+                self.__exit__(None, None, None)
+                raise RuntimeError(f"only {len(nodes)} of {n} SuperNodes came online; see {self.dir / 'logs'}")
+            time.sleep(0.5)
 
     def __exit__(self, *exc) -> None:
         for name in sorted(self.procs, key=lambda n: n == "superlink"):  # nodes first, then the link

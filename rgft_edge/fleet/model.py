@@ -54,7 +54,11 @@ class FleetModel:
         set_threads(cfg.threads)
         data = load_dataset(cfg.data, **({} if cfg.data in ("rotten-tomatoes", "bbc-news") else
                                          {"text_column": cfg.text_column, "label_column": cfg.label_column}))
-        self.train_data, self.test_data = split(data, cfg.held_out, cfg.seed)
+        if cfg.validation:
+            self.train_data, self.test_data, self.val_data = split(data, cfg.held_out, cfg.seed,
+                                                                   validation=cfg.validation)
+        else:
+            (self.train_data, self.test_data), self.val_data = split(data, cfg.held_out, cfg.seed), None
         self.labels = data.label_names
         model_dir = resolve_model(cfg.model)
         torch.manual_seed(cfg.seed)  # the new head (and LoRA A) start the same on every member
@@ -117,6 +121,13 @@ class FleetModel:
         import torch
 
         return {k: torch.as_tensor(v) for k, v in batch.items()}
+
+    def evaluate_splits(self) -> dict[str, float]:
+        """Test accuracy / loss, and validation's (`val_` keys) when there is a validation split."""
+        out = self.evaluate()
+        if self.val_data is not None:
+            out.update({f"val_{k}": v for k, v in self.evaluate(self.val_data).items()})
+        return out
 
     def evaluate(self, data: TextDataset | None = None, batch_size: int = 64) -> dict[str, float]:
         """Accuracy and mean cross-entropy of the current model on `data` (default: the test split)."""

@@ -26,7 +26,7 @@ log = logging.getLogger("rgft_edge.fleet")
 STATE, GLOBAL = "fleet_state.json", "global.safetensors"
 SCHEMA = 1
 # settings a resumed run must share with the run it continues
-SAME_RUN = ("method", "model", "data", "clients", "alpha", "seed", "held_out", "max_length", "lora_r", "coding")
+SAME_RUN = ("method", "model", "data", "clients", "alpha", "seed", "held_out", "validation", "max_length", "lora_r", "coding")
 
 
 def save_checkpoint(out: Path, cfg: FleetConfig, round_done: int, values: dict[str, np.ndarray], history: list) -> None:
@@ -80,7 +80,7 @@ def run_server(grid: Grid, cfg: FleetConfig) -> dict:
     strategy.summary()
     if done == 0:
         fm.write(values)
-        history.append({"round": 0, **fm.evaluate(), "uplink_bytes": 0, "downlink_bytes": 0})
+        history.append({"round": 0, **fm.evaluate_splits(), "uplink_bytes": 0, "downlink_bytes": 0})
     train_config = {k: v for k, v in cfg.to_run_config().items() if k not in ("out", "resume")}
     for rnd in range(done + 1, cfg.rounds + 1):
         t0 = time.perf_counter()
@@ -89,7 +89,7 @@ def run_server(grid: Grid, cfg: FleetConfig) -> dict:
         replies = list(grid.send_and_receive(messages, timeout=cfg.round_timeout_s))
         strategy.aggregate_train(rnd, replies)
         fm.write(strategy.global_values)
-        ev = fm.evaluate()
+        ev = fm.evaluate_splits()
         seen = strategy.last
         entry = {"round": rnd, **ev, "asked": len(messages), "replied": len(replies),
                  "accepted": len(seen["accepted"]), "refused": seen["refused"],

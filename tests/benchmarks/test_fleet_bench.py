@@ -33,8 +33,20 @@ def test_uplink_to_target_and_verdicts():
     assert verdicts["rgft vs fedavg-lora"]["word"] == "better"  # lora never reaches it: behind in every seed
     assert verdicts["fedavg-lora vs fedavg-full"]["word"] == "worse"
     text = fleet.markdown({"args": {"clients": 1, "alpha": 0.3, "data": "d", "rounds": 4, "local_steps": 1,
-                                    "batch_size": 2, "held_out": 3}, "seeds": [0, 1, 2], "verdicts": verdicts,
+                                    "batch_size": 2, "held_out": 3, "lr_factors": [1, 3], "choose_rounds": 2},
+                           "seeds": [0, 1, 2], "verdicts": verdicts,
+                           "chosen": {"rgft": {"lr": 1e-4, "val_accuracy": 0.9, "grid": [(1e-4, 0.9), (3e-4, 0.8)]}},
                            "lrs": {"fedavg-full": 1e-4, "rgft": 1e-4, "fedavg-lora": 1e-3}, "parallel": 2,
                            "environment": {"cpu": "x", "date": "d", "flwr": "1.41.0", "torch": "t"},
                            "energy_note": "estimated:tdp."}, rows)
-    assert "| rgft | 0.0001 |" in text and "**better**" in text
+    assert "| rgft | 0.0001 |" in text and "**better**" in text and "- rgft: **0.0001** (0.0001: 0.9000" in text
+
+
+def test_the_lr_is_chosen_on_validation_not_test():
+    a = run("rgft", 0, [0.2, 0.5, 0.9], 5)
+    b = run("rgft", 0, [0.2, 0.6, 0.95], 5)  # better on test...
+    for r, lr, val in ((a, 1e-4, 0.8), (b, 3e-4, 0.7)):  # ...worse on validation
+        r.update(phase="choose", lr=lr)
+        for h in r["history"]:
+            h["val_accuracy"] = val
+    assert fleet.choose_lrs([a, b], ["rgft"])["rgft"]["lr"] == 1e-4

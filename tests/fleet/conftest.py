@@ -18,5 +18,5 @@ def tiny_fleet(tmp_path_factory):
     model = save_tiny_model_dir(root / "tiny-bert")
     data = write_sentiment_csv(root / "reviews.csv", n=240)
     return FleetConfig(model=str(model), data=str(data), text_column="review", label_column="sentiment",
-                       clients=4, min_clients=4, rounds=2, local_steps=3, batch_size=8, held_out=40, lr=1e-3,
+                       clients=4, min_clients=4, rounds=2, local_steps=3, batch_size=8, held_out=40, validation=20, lr=1e-3,
                        upload_budget=0.3, round_timeout_s=60)
