@@ -29,7 +29,7 @@ def check_rgft_uploads(res: dict, budget: float) -> None:
         assert e["downlink_bytes"] >= e["asked"] * trainable
 
 
-ROUND_TIMEOUT_S, STRAGGLE_S = 20, 24  # the timeout leaves room for the first model load
+ROUND_TIMEOUT_S, STRAGGLE_S = 20, 24  # the deadline leaves room for the first model load
 faulty_app = ClientApp()
 
 
@@ -47,24 +47,16 @@ def _faulty(msg, context):
     return reply
 
 
-def test_dropped_straggling_and_malformed_clients_are_refused_and_rounds_go_on(tiny_fleet, tmp_path):
-    cfg = tiny_fleet.replace(method="fedavg-full", out=str(tmp_path / "faults"), round_timeout_s=ROUND_TIMEOUT_S)
-    res = simulate(cfg, client_app=faulty_app)
-    r1, r2 = res["history"][1], res["history"][2]
-    assert r1["accepted"] == 1 and r1["no_reply"] == 1, r1  # only partition 0; the straggler missed the deadline
-    reasons = " | ".join(r["reason"] for r in r1["refused"])
-    assert "dropped mid-round" in reasons and "unknown component" in reasons
-    assert r2["accepted"] >= 1 and len(r2["refused"]) == 2
-    assert all(np.isfinite(e["accuracy"]) for e in res["history"])
-    # FedAvg of the full model: the accepted replies carry every component
-    assert all(sorted(c["components"]) == sorted(res["components"]) for e in res["history"][1:] for c in e["clients"])
-
-
-def test_the_server_resumes_after_a_kill_from_its_last_round(tiny_fleet, tmp_path):
-    out = tmp_path / "killed"
-    cfg = tiny_fleet.replace(method="rgft", out=str(out), rounds=3)
+def test_faults_then_a_server_kill_and_resume(tiny_fleet, tmp_path):
+    """One fleet through every client fault, killed after round 1 and resumed: a dropped client and
+    a reply naming an unknown component are refused with their reasons, a straggler past the
+    deadline is left out of round 1, the other replies are averaged; the resumed server continues
+    after the last completed round with nothing repeated or lost."""
+    out = tmp_path / "fleet"
+    cfg = tiny_fleet.replace(method="rgft", out=str(out), rounds=3, round_timeout_s=ROUND_TIMEOUT_S)
     script = ("import sys, json; from rgft_edge.fleet import FleetConfig, simulate; "
-              "simulate(FleetConfig.from_run_config(json.loads(sys.argv[1])))")
+              "from tests.fleet.test_simulation import faulty_app; "
+              "simulate(FleetConfig.from_run_config(json.loads(sys.argv[1])), client_app=faulty_app)")
     proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg.to_run_config())], cwd=ROOT,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = out / "fleet_state.json"
@@ -74,21 +66,40 @@ def test_the_server_resumes_after_a_kill_from_its_last_round(tiny_fleet, tmp_pat
             assert proc.poll() is None, "the fleet run ended before its first round"
             time.sleep(0.2)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # the server and its Ray workers, mid-run
         proc.wait()
     at_kill = json.loads(state.read_text())
     assert 1 <= at_kill["round"] < 3
-    res = simulate(cfg.replace(resume=True))
-    rounds = [e["round"] for e in res["history"]]
-    assert rounds == [0, 1, 2, 3]  # nothing repeated, nothing lost
+    r1 = at_kill["history"][1]
+    assert r1["accepted"] == 1 and r1["no_reply"] == 1, r1  # only partition 0; the straggler missed the deadline
+    reasons = " | ".join(r["reason"] for r in r1["refused"])
+    assert "dropped mid-round" in reasons and "unknown component" in reasons
+
+    res = simulate(cfg.replace(resume=True), client_app=faulty_app)
+    assert [e["round"] for e in res["history"]] == [0, 1, 2, 3]  # nothing repeated, nothing lost
     assert res["history"][:at_kill["round"] + 1] == at_kill["history"]
-    assert all(e["accepted"] == 4 and not e["refused"] for e in res["history"][1:])
+    for e in res["history"][2:]:  # partitions 1 and 3 refused; 0 and 2 accepted (or late, on a loaded host)
+        assert len(e["refused"]) == 2 and e["accepted"] >= 1 and e["accepted"] + e["no_reply"] == 2, e
+    assert all(np.isfinite(e["accuracy"]) for e in res["history"])
     check_rgft_uploads(res, cfg.upload_budget)
     from safetensors.numpy import load_file
 
     saved = load_file(str(out / "global.safetensors"))
     assert {k.split("|")[0] for k in saved} == set(res["components"])  # the whole global state, per component
     assert all(np.isfinite(v).all() for v in saved.values())
+
+
+def test_fedavg_clients_train_and_upload_every_component(tiny_fleet):
+    from rgft_edge.error_map import ErrorMap
+    from rgft_edge.fleet.client import fleet_model, train_round
+
+    cfg = tiny_fleet.replace(method="fedavg-full")
+    fm = fleet_model(cfg)
+    start = fm.read()
+    res = train_round(fm, cfg, 0, start, ErrorMap(len(fm.table)), server_round=1)
+    assert res.components == list(range(len(fm.table))) and set(res.values) == set(fm.slots)
+    assert res.metrics["probe-steps"] == 0 and res.metrics["steps"] == cfg.local_steps
+    assert any(not np.array_equal(res.values[k], start[k]) for k in start)
 
 
 def test_resume_refuses_other_settings_and_a_missing_checkpoint(tiny_fleet, tmp_path):
