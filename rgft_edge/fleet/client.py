@@ -54,6 +54,14 @@ def choose_upload(scores: np.ndarray, nbytes: np.ndarray, budget_bytes: float) -
     return sorted(chosen) if chosen else [int(np.argmin(nbytes))]
 
 
+def sent_bytes(fm: FleetModel, coding: str) -> np.ndarray:
+    """What uploading each component costs under the coding: 4 bytes a value as float32; int8 sends
+    1 byte a value plus a 4-byte scale per array, so the same byte budget buys ~4x the components."""
+    if coding == "none":
+        return fm.component_bytes
+    return np.array([fm.component_bytes[i] // 4 + 4 * len(keys) for i, keys in enumerate(fm.component_keys)])
+
+
 @dataclass
 class RoundResult:
     values: dict[str, np.ndarray]       # new values of the trained components' slots
@@ -102,7 +110,7 @@ def train_round(fm: FleetModel, cfg: FleetConfig, partition: int, global_values:
         if not error_map.measured_once.all() or (server_round - 1) % cfg.probe_every == 0:
             _probe(fm, next(stream), error_map, server_round)
             probed = 1
-        comps = choose_upload(error_map.scores, fm.component_bytes, cfg.upload_budget * fm.component_bytes.sum())
+        comps = choose_upload(error_map.scores, sent_bytes(fm, cfg.coding), cfg.upload_budget * fm.component_bytes.sum())
     sub = ComponentTable([fm.table[i] for i in comps], fm.table.granularity)
     rgft = RGFT(fm.model, policy="full", table=sub, batch_size=cfg.batch_size, seed=cfg.seed)
     opt = rgft.optimizer(lr=cfg.lr)

@@ -38,7 +38,8 @@ class FleetConfig:
     local_steps: int = 5           # RGFT steps per client per round
     batch_size: int = 16
     lr: float = 1e-4
-    upload_budget: float = 0.1     # rgft methods: share of the trainable bytes a client uploads
+    upload_budget: float = 0.1     # rgft methods: bytes a client uploads per round (as sent, after
+                                   # coding), as a share of the whole trainable state in float32
     probe_every: int = 1           # rgft methods: re-measure every component's error every k rounds
     coding: str = "none"           # uploaded deltas: none (fp32 values) | int8 (per-tensor scale)
     held_out: int = 400            # test examples the server evaluates the global model on

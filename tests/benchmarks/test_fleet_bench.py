@@ -33,13 +33,13 @@ def test_uplink_to_target_and_verdicts():
     assert verdicts["rgft vs fedavg-lora"]["word"] == "better"  # lora never reaches it: behind in every seed
     assert verdicts["fedavg-lora vs fedavg-full"]["word"] == "worse"
     text = fleet.markdown({"args": {"clients": 1, "alpha": 0.3, "data": "d", "rounds": 4, "local_steps": 1,
-                                    "batch_size": 2, "held_out": 3, "lr_factors": [1, 3], "choose_rounds": 2},
+                                    "batch_size": 2, "held_out": 3, "upload_budget": 0.1, "lr_factors": [1, 3], "choose_rounds": 2},
                            "seeds": [0, 1, 2], "verdicts": verdicts,
                            "chosen": {"rgft": {"lr": 1e-4, "val_accuracy": 0.9, "grid": [(1e-4, 0.9), (3e-4, 0.8)]}},
                            "lrs": {"fedavg-full": 1e-4, "rgft": 1e-4, "fedavg-lora": 1e-3}, "parallel": 2,
                            "environment": {"cpu": "x", "date": "d", "flwr": "1.41.0", "torch": "t"},
                            "energy_note": "estimated:tdp."}, rows)
-    assert "| rgft | 0.0001 |" in text and "**better**" in text and "- rgft: **0.0001** (0.0001: 0.9000" in text
+    assert "| rgft | 0.0001 | 0.1 |" in text and "| fedavg-full | 0.0001 | all |" in text and "**better**" in text and "- rgft: **0.0001** (0.0001: 0.9000" in text
 
 
 def test_the_lr_is_chosen_on_validation_not_test():
