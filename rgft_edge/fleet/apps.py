@@ -73,14 +73,10 @@ def _load_state(context: Context) -> dict[str, np.ndarray]:
 def _save_state(context: Context, state: dict[str, np.ndarray]) -> None:
     d = _state_dir(context)
     if d is not None:
-        import os
-
-        from safetensors.numpy import save_file
+        from ..runs.writer import write_safetensors
 
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / "error_map.safetensors.tmp"
-        save_file(state, str(tmp))
-        os.replace(tmp, d / "error_map.safetensors")
+        write_safetensors(d / "error_map.safetensors", state)
     else:
         context.state["rgft-error-map"] = ArrayRecord({k: Array(v) for k, v in state.items()})
 

@@ -71,12 +71,9 @@ class RoundResult:
 
 
 def _loss(fm: FleetModel, batch: dict):
-    import torch
+    from rgft_edge.device_runners.torch_eager import classification_loss
 
-    t = fm.tensors(batch)
-    labels = t.pop("labels")
-    logits = fm.model(**t).logits.float()
-    return torch.nn.functional.cross_entropy(logits, labels)
+    return classification_loss(fm.model, fm.tensors(batch))[0]
 
 
 def _batches(fm: FleetModel, data, cfg: FleetConfig, seed: int):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
 from ..errors import UserError
+from ..runs.writer import write_json, write_safetensors
 from .config import FleetConfig
 from .strategy import ComponentFedAvg, to_record
 
@@ -30,16 +30,9 @@ SAME_RUN = ("method", "model", "data", "clients", "alpha", "seed", "held_out", "
 
 
 def save_checkpoint(out: Path, cfg: FleetConfig, round_done: int, values: dict[str, np.ndarray], history: list) -> None:
-    from safetensors.numpy import save_file
-
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (GLOBAL + ".tmp")
-    save_file({k: np.ascontiguousarray(v) for k, v in values.items()}, str(tmp))
-    os.replace(tmp, out / GLOBAL)
-    state = {"schema": SCHEMA, "round": round_done, "config": cfg.to_run_config(), "history": history}
-    tmp = out / (STATE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, out / STATE)
+    write_safetensors(out / GLOBAL, values)  # the state first: a kill between the two resumes one round early
+    write_json(out / STATE, {"schema": SCHEMA, "round": round_done, "config": cfg.to_run_config(), "history": history})
 
 
 def load_checkpoint(out: Path, cfg: FleetConfig, keys: dict[str, np.ndarray]) -> tuple[int, dict, list]:

@@ -32,6 +32,13 @@ def write_json(path: Path, obj) -> None:
     _atomic_write(path, (json.dumps(obj, indent=1, default=_default) + "\n").encode())
 
 
+def write_safetensors(path: Path, arrays: dict) -> None:
+    """Named numpy arrays as one safetensors file, replaced atomically (never half-written)."""
+    from safetensors.numpy import save
+
+    _atomic_write(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
+
+
 def _default(o):
     if isinstance(o, np.generic):
         return o.item()
