@@ -150,3 +150,20 @@ def tiny_artifacts(tmp_path_factory):
     model_dir = save_tiny_model_dir(root / "tiny-bert")
     return {b: compile_artifact(str(model_dir), root / b, b, tiny_opts(), force=True) and root / b
             for b in ("torch", "onnxruntime", "executorch", "onnx")}
+
+
+@pytest.fixture(scope="session")
+def cnn_artifacts(tmp_path_factory):
+    """A tiny EfficientNet-Lite compiled for torch and onnx, once per session (two test modules
+    train from it; compiling it takes ~50 s on 2 cores)."""
+    from rgft_edge import vision
+    from tests.export.test_compile_image import image_opts
+    from tests.export.test_onnx_cnn import SIZE, tiny_lite
+
+    root = tmp_path_factory.mktemp("tiny-lite")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vision, "load_image_classifier", lambda name, n, size=None, seed=0: tiny_lite(n, size, seed))
+        opts = image_opts(image_size=SIZE)  # bright, dark
+        for b in ("torch", "onnx"):
+            compile_artifact("efficientnet-lite0", root / b, b, opts, force=True)
+    return {b: root / b for b in ("torch", "onnx")}

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_sentiment_csv
-from tests.export.test_onnx_cnn import cnn_artifacts  # noqa: F401 - fixture
 from tests.test_vision import write_two_class_folder
 
 VENV = Path(__file__).resolve().parents[2] / ".venv-device-onnx"

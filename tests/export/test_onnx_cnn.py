@@ -33,17 +33,6 @@ def tiny_lite(num_labels: int, image_size=None, seed: int = 0):
     return model, vision.ImageEncoder(image_size or SIZE, mean=(0.5,) * 3, std=(0.25,) * 3)
 
 
-@pytest.fixture(scope="module")
-def cnn_artifacts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-lite")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(vision, "load_image_classifier", lambda name, n, size=None, seed=0: tiny_lite(n, size, seed))
-        opts = image_opts(image_size=SIZE)  # bright, dark
-        for b in ("torch", "onnx"):
-            compile_artifact("efficientnet-lite0", root / b, b, opts, force=True)
-    return {b: root / b for b in ("torch", "onnx")}
-
-
 def pixels(n=3, seed=0):
     g = np.random.default_rng(seed)
     return {"pixel_values": g.standard_normal((n, 3, SIZE, SIZE)).astype(np.float32), "labels": g.integers(0, 2, n)}
