@@ -17,7 +17,7 @@ equal-time harness (better / worse / tie; a seed that never reaches the target c
 
     python benchmarks/fleet.py [--methods fedavg-full fedavg-lora rgft rgft-int8 rgft-lora]
         [--seeds 0] [--rounds 20] [--local-steps 5] [--clients 10] [--data bbc-news]
-        [--lr-factors 1 3] [--choose-rounds 6] [--resume]
+        [--lr-factors 1 3] [--choose-rounds 6] [--resume | --analyse-only]
 
 `--resume` keeps finished runs (runs.jsonl) and continues an interrupted one from its server
 checkpoint. Writes benchmarks/results/fleet/{fleet.json, fleet.md, fleet.svg, runs.jsonl}.
@@ -143,7 +143,7 @@ def analyse(runs: list[dict], methods: list[str]) -> tuple[list[dict], dict]:
         row["ratio_to_full"] = mean_std([h["ratio"] for h in hit if h["ratio"] is not None])
         rows.append(row)
     for m in methods:
-        for other in ("fedavg-full", "fedavg-lora"):
+        for other in ("fedavg-full", "fedavg-lora", "fedavg-lora-int8"):  # the last: same coding as rgft-lora-int8
             if m == other or not any(r["method"] == m for r in rows) or not any(r["method"] == other for r in rows):
                 continue
             favour = []
@@ -294,6 +294,8 @@ def main() -> None:
     ap.add_argument("--choose-rounds", type=int, default=6)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "fleet"))
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--analyse-only", action="store_true",
+                    help="run nothing: write the tables from the finished runs in runs.jsonl")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--phase", default="main", help=argparse.SUPPRESS)
@@ -304,20 +306,21 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "runs.jsonl"
-    done = [json.loads(line) for line in log.read_text().splitlines()] if args.resume and log.is_file() else []
-    if not args.resume:
+    keep_runs = args.resume or args.analyse_only
+    done = [json.loads(line) for line in log.read_text().splitlines()] if keep_runs and log.is_file() else []
+    if not keep_runs:
         log.write_text("")
     methods = [REFERENCE] + [m for m in args.methods if m != REFERENCE]
     for m in methods:  # 1. the LR per method, on validation, seed 0
         for f in args.lr_factors:
-            if m not in LR_FROM:
+            if m not in LR_FROM and not args.analyse_only:
                 _run_one(args, out, log, done, "choose", m, 0, METHODS[m][2] * f, args.choose_rounds)
     chosen = choose_lrs(done, methods)
     chosen.update({m: {**chosen[LR_FROM[m]], "from": LR_FROM[m]} for m in methods
                    if m in LR_FROM and LR_FROM[m] in chosen})
     for seed in args.seeds:  # 2. every seed with the chosen LR
         for m in methods:
-            if m in chosen:
+            if m in chosen and not args.analyse_only:
                 _run_one(args, out, log, done, "main", m, seed, chosen[m]["lr"], args.rounds)
     runs = [r for r in done if r.get("phase") == "main" and r["method"] in methods
             and r["lr"] == chosen.get(r["method"], {}).get("lr") and len(r["history"]) == args.rounds + 1]
