@@ -117,7 +117,7 @@ def test_every_policy_under_energy_and_memory_budgets(policy, tiny_model_dir, se
                  str(sentiment_csv), "--text-column", "review", "--label-column", "sentiment",
                  "--eval-examples", "24", "--batch-size", "8", "--threads", "1", "--epochs", "400",
                  "--policy", policy, "--static-warmup-steps", "3", "--probe-every", "5",
-                 "--profile", str(one_watt_profile), "--energy-budget", "3J", "--memory-budget", str(memory),
+                 "--profile", str(one_watt_profile), "--energy-budget", "2J", "--memory-budget", str(memory),
                  "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 3, err[-2000:]
