@@ -166,7 +166,7 @@ register_backend(BackendSpec(
 register_backend(BackendSpec(
     "executorch", "rgft_edge.device_runners.executorch_runner:ExecuTorchBackend",
     "rgft_edge.export.executorch_backend:export_programs", "device-executorch", False,
-    "ExecuTorch training programs (.pte), one method per backprop cut depth"))
+    "ExecuTorch training programs (.pte), one method per backprop cut depth; C++ runtime, no torch"))
 register_backend(BackendSpec(
     "onnxruntime", "rgft_edge.device_runners.onnxruntime_runner:OrtBackend",
     "rgft_edge.export.onnxruntime_backend:export_programs", "device-ort", False,

@@ -28,6 +28,12 @@ fi
 [[ -x .venv-device-onnx/bin/python ]] || "$PY" -m venv .venv-device-onnx
 .venv-device-onnx/bin/python -m pip install -q --upgrade "pip>=24"
 .venv-device-onnx/bin/python -m pip install -q -e ".[device-onnx]"  # no constraints: stock onnxruntime is the point
+# A third: the `device-executorch` extra plus executorch without its exporter's dependencies (no
+# torch): the runner drives ExecuTorch's C++ runtime through a shim it compiles with g++.
+[[ -x .venv-device-executorch/bin/python ]] || "$PY" -m venv .venv-device-executorch
+.venv-device-executorch/bin/python -m pip install -q --upgrade "pip>=24"
+.venv-device-executorch/bin/python -m pip install -q -e ".[device-executorch]"
+.venv-device-executorch/bin/python -m pip install -q --no-deps "executorch==1.5.1"
 $PYBIN - <<'PY'
 import importlib.util
 import onnxruntime.training.api  # fails if plain onnxruntime overwrote the training build

@@ -85,7 +85,7 @@ def test_executorch_adapted_weights_run_in_the_inference_program(backends, tmp_p
     b = batch(4)
     logits = method.execute([torch.as_tensor(b[n]) for n in et.data_inputs])[0]
     _, ref, _ = et._step(et.programs[-1], b)
-    torch.testing.assert_close(logits, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits, torch.from_numpy(ref), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "executorch"])
