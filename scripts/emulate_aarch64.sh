@@ -38,6 +38,13 @@ if ! command -v debootstrap >/dev/null || ! command -v qemu-aarch64-static >/dev
   apt-get update -q && "${NICE[@]}" apt-get install -y -q debootstrap qemu-user-static
 fi
 
+# The ExecuTorch runner compiles its C++ shim on first use; under emulation the host's cross
+# compiler does it (an x86 binary the emulated Python starts runs natively).
+if [[ "$EXTRA" == device-executorch ]] && ! command -v aarch64-linux-gnu-g++ >/dev/null; then
+  log "installing g++-aarch64-linux-gnu"
+  apt-get update -q && "${NICE[@]}" apt-get install -y -q g++-aarch64-linux-gnu
+fi
+
 # 2. arm64 bookworm userland. --foreign only downloads (the second stage would need to execute arm64
 #    binaries), so the .debs are unpacked with dpkg-deb -x; no maintainer scripts run, none are needed.
 #    libstdc++6/libgcc-s1/libgomp1/zlib1g: shared libraries onnxruntime's and tokenizers' wheels link.
@@ -86,9 +93,13 @@ t_wheels=$(secs "$t0" "$(now)")
 # 4. Under emulation: the interpreter's view of the machine, and the import of the runtime.
 export PYTHONPATH=$APP:$SITE HF_HUB_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
 case "$EXTRA" in
-  device-executorch) PROBE_PY='import torch; from executorch.extension.pybindings import _C
-import rgft_edge.device_runners.executorch_runner as r
-rt = {"torch": torch.__version__, "executorch_threads": _C._threadpool_get_thread_count()}' ;;
+  device-executorch) export CXX=aarch64-linux-gnu-g++ RGFT_EDGE_NATIVE_DIR=$WORK/native-cache
+    PROBE_PY='import importlib.util
+import rgft_edge.device_runners.executorch_runner
+import rgft_edge.device_runners.executorch_native as r
+lib = r.library_path()  # builds the shim (cross compiler) unless cached
+rt = {"executorch": r.executorch_version(r.executorch_root()), "torch_installed": importlib.util.find_spec("torch") is not None,
+      "native_library": lib.name}' ;;
   device-torch) PROBE_PY='import torch
 import rgft_edge.device_runners.torch_artifact as r
 rt = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available()}' ;;
