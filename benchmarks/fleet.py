@@ -100,6 +100,7 @@ def summarise(run: dict) -> dict:
         "components": float(np.mean([c["metrics"]["components"] for c in clients])),
         "coding_error": float(np.mean([c["metrics"].get("coding-rel-error", 0.0) for c in clients])),
         "refused": sum(len(h["refused"]) for h in rounds),
+        "no_reply": sum(h.get("no_reply", 0) for h in rounds),
     }
 
 
@@ -113,7 +114,18 @@ def to_target(s: dict, target: float) -> tuple[int | None, float | None]:
     return None, None
 
 
-def analyse(runs: list[dict], methods: list[str]) -> tuple[list[dict], dict]:
+TIMED = ("client_step_s", "client_train_s", "client_energy_j")  # depend on what else shares the machine
+
+
+def shared(method: str, seed: int, shared_runs: list[str] | None) -> bool:
+    """Whether a run shared the machine with other work ("METHOD:SEED", "*:SEED" or "METHOD:*")."""
+    return any(m in ("*", method) and s in ("*", str(seed)) for m, s in (x.split(":", 1) for x in shared_runs or []))
+
+
+def analyse(runs: list[dict], methods: list[str], shared_runs: list[str] | None = None) -> tuple[list[dict], dict]:
+    """Rows per method and the paired verdicts. The time and energy columns leave out `shared_runs`
+    (runs that shared the machine with other work); bytes and accuracy do not depend on other load as
+    long as every client answers within the round deadline (the missing-replies column says so)."""
     by = {(r["method"], r["seed"]): summarise(r) for r in runs}
     seeds = sorted({r["seed"] for r in runs if r["method"] == REFERENCE})
     rows, verdicts = [], {}
@@ -134,9 +146,10 @@ def analyse(runs: list[dict], methods: list[str]) -> tuple[list[dict], dict]:
         row = {"method": m, "seeds": [seed for seed, _ in per], "per_seed_to_target": hit}
         for key in ("final_acc", "uplink_per_round", "downlink_per_round", "client_step_s", "client_train_s",
                     "client_energy_j", "components", "coding_error"):
-            row[key] = mean_std([s[key] for _, s in per])
+            row[key] = mean_std([s[key] for seed, s in per if key not in TIMED or not shared(m, seed, shared_runs)])
         row["energy_source"] = per[0][1]["energy_source"]
         row["refused"] = sum(s["refused"] for _, s in per)
+        row["no_reply"] = sum(s["no_reply"] for _, s in per)
         row["reached"] = sum(h["round"] is not None for h in hit)
         row["rounds_to_target"] = mean_std([h["round"] for h in hit if h["round"] is not None])
         row["uplink_to_target"] = mean_std([h["uplink"] for h in hit if h["uplink"] is not None])
@@ -176,12 +189,16 @@ def markdown(meta: dict, rows: list[dict]) -> str:
              f"MiniLM (all-MiniLM-L6-v2), {meta['environment']['cpu']}, {meta['environment']['date']}, "
              f"flwr {meta['environment']['flwr']}, torch {meta['environment']['torch']}, 1 thread per client, "
              f"{meta['parallel']} client processes at once (Flower simulation, Ray).\n",
+             ("" if not meta.get("shared_runs") else
+              f"Client step, train time and energy leave out the runs that shared the machine with other work "
+              f"({', '.join(meta['shared_runs'])}): it slows clients; it changes no byte or accuracy while every "
+              "client answers within the round deadline (last column).\n"),
              f"Target: {TARGET:.0%} of FedAvg-full's final accuracy (same seed). Uplink to target: cumulative bytes of "
              "the accepted replies' arrays until the end of the first round at or above it. Energy: "
              f"{meta['energy_note']}\n",
              "| method | LR | upload budget | final accuracy | rounds to target [seeds] | uplink to target (MB) | × FedAvg-full's | "
              "uplink / round (MB) | downlink / round (MB) | components / client-round | client step (ms) | "
-             "client train / round (s) | client energy / round (J) | int8 rel. error | refused replies |",
+             "client train / round (s) | client energy / round (J) | int8 rel. error | refused / missing replies |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(" | ".join([
@@ -192,7 +209,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             _ms(r["uplink_to_target"], "{:.1f}", 1e-6), _ms(r["ratio_to_full"], "{:.4f}"),
             _ms(r["uplink_per_round"], "{:.2f}", 1e-6), _ms(r["downlink_per_round"], "{:.1f}", 1e-6),
             _ms(r["components"], "{:.1f}"), _ms(r["client_step_s"], "{:.0f}", 1e3), _ms(r["client_train_s"], "{:.2f}"),
-            _ms(r["client_energy_j"], "{:.1f}"), _ms(r["coding_error"], "{:.4f}"), f"{r['refused']} |"]))
+            _ms(r["client_energy_j"], "{:.1f}"), _ms(r["coding_error"], "{:.4f}"),
+            f"{r['refused']} / {r['no_reply']} |"]))
     lines += ["", f"LR per method, chosen on seed 0 by validation accuracy after {a['choose_rounds']} rounds "
               f"(factors {a['lr_factors']} of the default):", ""]
     for m, c in meta["chosen"].items():
@@ -294,6 +312,9 @@ def main() -> None:
     ap.add_argument("--choose-rounds", type=int, default=6)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "fleet"))
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--shared-runs", nargs="+", default=None, metavar="METHOD:SEED",
+                    help="runs that shared the machine with other work ('*' matches any): left out of the time "
+                         "and energy columns")
     ap.add_argument("--analyse-only", action="store_true",
                     help="run nothing: write the tables from the finished runs in runs.jsonl")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -326,12 +347,13 @@ def main() -> None:
             and r["lr"] == chosen.get(r["method"], {}).get("lr") and len(r["history"]) == args.rounds + 1]
     if not any(r["method"] == REFERENCE for r in runs):
         sys.exit("no FedAvg-full run finished: nothing to compare against")
-    rows, verdicts = analyse(runs, methods)
+    rows, verdicts = analyse(runs, methods, args.shared_runs)
     import flwr
 
     keep = {k: getattr(args, k) for k in ("rounds", "local_steps", "clients", "alpha", "batch_size",
                                           "upload_budget", "held_out", "data", "lr_factors", "choose_rounds")}
-    meta = {"args": keep, "seeds": sorted({r["seed"] for r in runs}), "verdicts": verdicts, "chosen": chosen,
+    meta = {"args": keep, "seeds": sorted({r["seed"] for r in runs}), "shared_runs": args.shared_runs,
+            "verdicts": verdicts, "chosen": chosen,
             "lrs": {m: c["lr"] for m, c in chosen.items()},
             "parallel": os.cpu_count(), "environment": environment(flwr=flwr.__version__, threads=1),
             "energy_note": "source as the clients' meters reported it: "

@@ -50,3 +50,12 @@ def test_the_lr_is_chosen_on_validation_not_test():
         for h in r["history"]:
             h["val_accuracy"] = val
     assert fleet.choose_lrs([a, b], ["rgft"])["rgft"]["lr"] == 1e-4
+
+
+def test_runs_that_shared_the_machine_leave_the_time_columns_only():
+    runs = [run("fedavg-full", seed, [0.2, 0.9, 1.0], 1000) for seed in (0, 1)]
+    runs[1]["history"][1]["clients"][0]["metrics"]["median-step-s"] = 9.0  # seed 1 ran beside other work
+    rows, _ = fleet.analyse(runs, ["fedavg-full"], shared_runs=["*:1"])
+    assert rows[0]["client_step_s"] == (0.1, 0.0, 1)  # seed 0 alone
+    assert rows[0]["final_acc"][2] == 2 and rows[0]["uplink_to_target"][2] == 2  # bytes, accuracy: both seeds
+    assert fleet.shared("rgft", 3, ["rgft:*"]) and not fleet.shared("rgft", 3, ["fedavg-full:3"])
