@@ -71,7 +71,8 @@ def build(out: Path, root: Path | None = None) -> Path:
     wanted = os.environ.get("CXX") or "g++"
     cxx = shutil.which(wanted) or (None if os.environ.get("CXX") else shutil.which("c++"))
     if not cxx:
-        raise NativeBuildError(f"no C++ compiler ({wanted!r}; set $CXX) to build the ExecuTorch shim")
+        raise NativeBuildError(f"no C++ compiler ({wanted!r}; set $CXX) to build the ExecuTorch shim "
+                               "(Debian / Raspberry Pi OS / JetPack: sudo apt install g++)")
     out.parent.mkdir(parents=True, exist_ok=True)
     lib_dir = (root / "lib").resolve()
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # built aside, then moved: atomic
