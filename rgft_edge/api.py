@@ -108,6 +108,7 @@ class RGFT:
             budget = parse_bytes(memory_budget) if isinstance(memory_budget, str) else float(memory_budget)
             if budget <= 0:
                 raise ValueError(f"memory_budget must be positive, got {memory_budget!r}")
+            self.run.energy.wait_ready()  # the meter's own imports belong in the measured base
             self._guard = self.run.guard = ApiMemoryGuard(model, self.table, self._set_trainable, example_inputs,
                                                           self.run.memory, budget)
 

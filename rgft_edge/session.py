@@ -95,6 +95,8 @@ class Session:
                                   country_iso_code=cfg.limits.country)
         self.energy.start()
         # last: the memory base must include everything set up before training (meters included)
+        if cfg.budgets()[0] is not None:
+            self.energy.wait_ready()
         self.guard = self._memory_guard(sample)
         if self.guard is not None:
             self.error_map.exempt = self.guard.unaffordable(self._state_mask())

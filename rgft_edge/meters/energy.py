@@ -122,6 +122,13 @@ class EnergyMeter(Sampler):
             self._cc_thread.start()
         return self
 
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until codecarbon's background start has finished: under a memory budget the base
+        is measured after this, so its imports (pandas among them, ~40 MB) are in it every time
+        rather than only when that thread happened to win the race."""
+        if self._cc_thread is not None:
+            self._cc_thread.join(timeout)
+
     def _start_codecarbon(self) -> None:
         try:
             os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
