@@ -3,6 +3,7 @@ exporter's dependencies, in a venv with no torch. It trains an executorch artifa
 ExecuTorch's C++ runtime (the shim is compiled on first use)."""
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import pytest
 from tests.conftest import write_sentiment_csv
 
 VENV = Path(__file__).resolve().parents[2] / ".venv-device-executorch"
-pytestmark = pytest.mark.skipif(not (VENV / "bin" / "rgft-edge").exists(),
-                                reason="no .venv-device-executorch (scripts/setup.sh builds it)")
+pytestmark = [pytest.mark.skipif(not (VENV / "bin" / "rgft-edge").exists(),
+                                 reason="no .venv-device-executorch (scripts/setup.sh builds it)"),
+              pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the ExecuTorch shim")]
 
 
 def run(*argv, **kw):

@@ -1,12 +1,18 @@
 """ExecuTorch's C++ runtime through the native shim: the same numbers as the Python bindings, clear
 errors for a bad program or call, and the bindings when no compiler can build the shim."""
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 
 from rgft_edge.artifact import ArtifactError, load_artifact
 from rgft_edge.device_runners.executorch_native import NativeProgram
 from rgft_edge.device_runners.executorch_runner import ExecuTorchBackend
+
+needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CXX") or "g++") is None,
+                                    reason="no C++ compiler to build the ExecuTorch shim")
 
 
 def batch(art, seed=0):
@@ -17,6 +23,7 @@ def batch(art, seed=0):
     return {k: v for k, v in b.items() if k in names or k == "labels"}
 
 
+@needs_compiler
 def test_native_and_bindings_runtimes_give_the_same_numbers_for_every_program(tiny_artifacts):
     art = load_artifact(tiny_artifacts["executorch"])
     native, bindings = ExecuTorchBackend(art, 1, "native"), ExecuTorchBackend(art, 1, "bindings")
@@ -35,6 +42,7 @@ def test_native_and_bindings_runtimes_give_the_same_numbers_for_every_program(ti
     bindings.close()
 
 
+@needs_compiler
 def test_a_damaged_program_and_a_wrong_call_are_refused_in_one_line(tiny_artifacts, tmp_path):
     pte = load_artifact(tiny_artifacts["executorch"]).path("executorch/train.pte")
     cut = tmp_path / "cut.pte"
