@@ -91,6 +91,8 @@ def summarise(run: dict) -> dict:
         "acc": [h["accuracy"] for h in hist], "uplink": [h["uplink_bytes"] for h in hist],
         "downlink": [h["downlink_bytes"] for h in hist],
         "final_acc": hist[-1]["accuracy"],
+        "last5_acc": float(np.mean([h["accuracy"] for h in rounds[-5:]])),  # one round's ±1-2 points matter less
+        "min_acc_after_target": None,  # set by analyse, which knows the target
         "uplink_per_round": float(np.mean([h["uplink_bytes"] for h in rounds])),
         "downlink_per_round": float(np.mean([h["downlink_bytes"] for h in rounds])),
         "client_step_s": float(np.median([c["metrics"]["median-step-s"] for c in clients])),
@@ -144,7 +146,10 @@ def analyse(runs: list[dict], methods: list[str], shared_runs: list[str] | None 
             hit.append({"seed": seed, "round": rnd, "uplink": up,
                         "ratio": up / ref_bytes[seed] if up is not None and ref_bytes[seed] else None})
         row = {"method": m, "seeds": [seed for seed, _ in per], "per_seed_to_target": hit}
-        for key in ("final_acc", "uplink_per_round", "downlink_per_round", "client_step_s", "client_train_s",
+        for seed, s in per:
+            rnd = to_target(s, TARGET * by[(REFERENCE, seed)]["final_acc"])[0]
+            s["min_acc_after_target"] = min(s["acc"][rnd:]) if rnd is not None else None
+        for key in ("final_acc", "last5_acc", "min_acc_after_target", "uplink_per_round", "downlink_per_round", "client_step_s", "client_train_s",
                     "client_energy_j", "components", "coding_error"):
             row[key] = mean_std([s[key] for seed, s in per if key not in TIMED or not shared(m, seed, shared_runs)])
         row["energy_source"] = per[0][1]["energy_source"]
@@ -196,15 +201,16 @@ def markdown(meta: dict, rows: list[dict]) -> str:
              f"Target: {TARGET:.0%} of FedAvg-full's final accuracy (same seed). Uplink to target: cumulative bytes of "
              "the accepted replies' arrays until the end of the first round at or above it. Energy: "
              f"{meta['energy_note']}\n",
-             "| method | LR | upload budget | final accuracy | rounds to target [seeds] | uplink to target (MB) | × FedAvg-full's | "
+             "| method | LR | upload budget | final accuracy | mean of last 5 rounds | lowest after reaching the target | rounds to target [seeds] | uplink to target (MB) | × FedAvg-full's | "
              "uplink / round (MB) | downlink / round (MB) | components / client-round | client step (ms) | "
              "client train / round (s) | client energy / round (J) | int8 rel. error | refused / missing replies |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(" | ".join([
             f"| {r['method']}", f"{meta['lrs'][r['method']]:g}",
             "all" if r["method"].startswith("fedavg") else f"{BUDGET.get(r['method'], a['upload_budget']):g}",
-            _ms(r["final_acc"], "{:.2f}", 100),
+            _ms(r["final_acc"], "{:.2f}", 100), _ms(r["last5_acc"], "{:.2f}", 100),
+            _ms(r["min_acc_after_target"], "{:.2f}", 100),
             f"{_ms(r['rounds_to_target'], '{:.1f}')} [{r['reached']}/{len(r['seeds'])}]",
             _ms(r["uplink_to_target"], "{:.1f}", 1e-6), _ms(r["ratio_to_full"], "{:.4f}"),
             _ms(r["uplink_per_round"], "{:.2f}", 1e-6), _ms(r["downlink_per_round"], "{:.1f}", 1e-6),
