@@ -29,7 +29,7 @@ def test_uplink_to_target_and_verdicts():
     assert by["fedavg-full"]["uplink_to_target"][0] == 3000 and by["fedavg-full"]["ratio_to_full"][0] == 1.0
     assert by["rgft"]["rounds_to_target"][0] == 3 and math.isclose(by["rgft"]["ratio_to_full"][0], 0.05)
     assert by["fedavg-lora"]["reached"] == 0
-    assert by["rgft"]["min_acc_after_target"][0] == 0.99 and by["fedavg-lora"]["min_acc_after_target"][2] == 0
+    assert math.isclose(by["rgft"]["min_acc_after_target"][0], 0.99) and by["fedavg-lora"]["min_acc_after_target"][2] == 0
     assert math.isclose(by["rgft"]["last5_acc"][0], (0.5 + 0.9 + 0.99 + 0.99) / 4)
     assert verdicts["rgft vs fedavg-full"]["word"] == "better"
     assert verdicts["rgft vs fedavg-lora"]["word"] == "better"  # lora never reaches it: behind in every seed
