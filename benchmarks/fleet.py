@@ -349,7 +349,7 @@ def main() -> None:
         for m in methods:
             if m in chosen and not args.analyse_only:
                 _run_one(args, out, log, done, "main", m, seed, chosen[m]["lr"], args.rounds)
-    runs = [r for r in done if r.get("phase") == "main" and r["method"] in methods
+    runs = [r for r in done if r.get("phase") == "main" and r["method"] in methods and r["seed"] in args.seeds
             and r["lr"] == chosen.get(r["method"], {}).get("lr") and len(r["history"]) == args.rounds + 1]
     if not any(r["method"] == REFERENCE for r in runs):
         sys.exit("no FedAvg-full run finished: nothing to compare against")
