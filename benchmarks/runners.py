@@ -6,6 +6,7 @@ and reports: median step time, step time per backprop program (cut depth), peak 
 model's backward work, and the programs used. Methods and backends interleave per repeat.
 
     python benchmarks/runners.py --artifacts DIR [DIR ...] [--steps 14] [--threads 2]
+        [--executorch-runtimes native bindings]
 
 Writes benchmarks/results/runners.json and runners.md.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -88,6 +90,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--policies", nargs="*", default=list(POLICIES)[:4], choices=list(POLICIES))
+    ap.add_argument("--executorch-runtimes", nargs="+", default=["native"], choices=["native", "bindings"],
+                    help="run each ExecuTorch artifact through these runtimes (RGFT_EDGE_EXECUTORCH_RUNTIME)")
     ap.add_argument("--name", default="runners", help="results file stem (NAME.json, NAME.md)")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--child", nargs=2, metavar=("ARTIFACT", "POLICY"), help=argparse.SUPPRESS)
@@ -99,13 +103,18 @@ def main() -> None:
     for rep in range(args.repeats):
         for policy in args.policies:
             for art in args.artifacts:
-                t0 = time.perf_counter()
-                res = run_child([sys.executable, __file__, "--child", art, policy, "--steps", str(args.steps),
-                                 "--threads", str(args.threads), "--seed", str(args.seed)])
-                rows.append({"artifact": Path(art).name, "policy": policy, "repeat": rep,
-                             "wall_s": time.perf_counter() - t0, **res})
-                print(rows[-1]["artifact"], policy, res.get("median_step_s", res.get("error")), flush=True)
+                backend = json.loads((Path(art) / "manifest.json").read_text())["backend"]
+                for runtime in args.executorch_runtimes if backend == "executorch" else [None]:
+                    t0 = time.perf_counter()
+                    env = {**os.environ, **({"RGFT_EDGE_EXECUTORCH_RUNTIME": runtime} if runtime else {})}
+                    res = run_child([sys.executable, __file__, "--child", art, policy, "--steps", str(args.steps),
+                                     "--threads", str(args.threads), "--seed", str(args.seed)], env=env)
+                    label = Path(art).name + (f" [{runtime}]" if runtime and len(args.executorch_runtimes) > 1 else "")
+                    rows.append({"artifact": label, "policy": policy, "repeat": rep, "executorch_runtime": runtime,
+                                 "wall_s": time.perf_counter() - t0, **res})
+                    print(rows[-1]["artifact"], policy, res.get("median_step_s", res.get("error")), flush=True)
     meta = environment(steps=args.steps, excluded_steps=2, repeats=args.repeats, threads=args.threads,
+                       executorch_runtimes=args.executorch_runtimes,
                        seed=args.seed, batch="16x64 (artifact input spec)")
     write_results(args.out, args.name, meta, rows, markdown)
 
