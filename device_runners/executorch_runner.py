@@ -125,32 +125,18 @@ class ExecuTorchBackend(ProgramBackendTraits):
     def evaluate(self, batches: Iterable[Batch]) -> EvalOutput:
         """Loss and accuracy through the shallowest program (forward plus the head's tiny
         backward), which sees the current weights; gradients are discarded."""
-        prog = self.programs[-1]
-        total, n, correct = 0.0, 0, 0
+        prog, parts = self.programs[-1], []
         for batch in batches:
             real = len(batch["labels"])
-            padded = {k: _pad(np.asarray(v), self.batch_size) for k, v in batch.items()}
-            _, logits, _ = self._step(prog, padded)
-            logits = np.asarray(logits[:real], dtype=np.float64)
-            labels = np.asarray(batch["labels"], dtype=np.int64)
-            shifted = logits - logits.max(-1, keepdims=True)
-            log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-            total += float(-log_probs[np.arange(real), labels].sum())
-            correct += int((logits.argmax(-1) == labels).sum())
-            n += real
-        return EvalOutput(total / max(1, n), {"loss": total / max(1, n), "accuracy": correct / max(1, n)})
+            _, logits, _ = self._step(prog, {k: pad_batch(np.asarray(v), self.batch_size) for k, v in batch.items()})
+            parts.append((logits[:real], np.asarray(batch["labels"], dtype=np.int64)))
+        return logits_metrics(parts, "sequence-classification")
 
     def trainable_state(self) -> dict[str, np.ndarray]:
         return {n: a.copy() for n, a in self.master.items()}
 
     def environment(self) -> dict:
-        from rgft_edge.device_runners.executorch_native import executorch_root, executorch_version
-
-        env = {"executorch": executorch_version(executorch_root()), "executorch_runtime": self.runtime,
-               "threads": self.threads}
-        if self.runtime == "bindings":
-            env["torch"] = self.program.torch.__version__
-        return env
+        return {**environment(self.runtime, self.program), "threads": self.threads}
 
     def export_adapted(self, out: Path) -> dict:
         """Adapted weights as safetensors; where the exporter's Python side is installed (it needs
@@ -175,7 +161,46 @@ class ExecuTorchBackend(ProgramBackendTraits):
         self.program.close()
 
 
-def _pad(arr: np.ndarray, size: int) -> np.ndarray:
+def open_executorch(artifact: Artifact, threads: int, runtime: str | None = None):
+    """The adapter for the artifact's layout: cut-depth methods, or stage methods."""
+    if artifact.manifest["backend_info"].get("layout") == "stages":
+        from .executorch_stages import ExecuTorchStageBackend
+
+        return ExecuTorchStageBackend(artifact, threads, runtime)
+    return ExecuTorchBackend(artifact, threads, runtime)
+
+
+def environment(runtime: str, program) -> dict:
+    from rgft_edge.device_runners.executorch_native import executorch_root, executorch_version
+
+    env = {"executorch": executorch_version(executorch_root()), "executorch_runtime": runtime}
+    if runtime == "bindings":
+        env["torch"] = program.torch.__version__
+    return env
+
+
+def logits_metrics(parts: list[tuple[np.ndarray, np.ndarray]], task: str) -> EvalOutput:
+    """Mean cross-entropy and accuracy (a causal LM: perplexity, next-token, label -100 ignored)
+    over (logits, labels) pairs, in numpy: the same metrics as the eager runner."""
+    total, n, correct = 0.0, 0, 0
+    for logits, labels in parts:
+        logits = np.asarray(logits, dtype=np.float64)
+        if task == "causal-lm":
+            logits, labels = logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1)
+            keep = labels != -100
+            logits, labels = logits[keep], labels[keep]
+        shifted = logits - logits.max(-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        total += float(-log_probs[np.arange(len(labels)), labels].sum())
+        correct += int((logits.argmax(-1) == labels).sum())
+        n += len(labels)
+    mean = total / max(1, n)
+    if task == "causal-lm":
+        return EvalOutput(mean, {"loss": mean, "perplexity": float(np.exp(min(50.0, mean)))})
+    return EvalOutput(mean, {"loss": mean, "accuracy": correct / max(1, n)})
+
+
+def pad_batch(arr: np.ndarray, size: int) -> np.ndarray:
     if len(arr) >= size:
         return arr
     reps = np.repeat(arr[-1:], size - len(arr), axis=0)

@@ -24,21 +24,13 @@ import onnxruntime as ort
 from safetensors.numpy import load_file
 
 from rgft_edge.artifact import Artifact, ArtifactError
-from rgft_edge.backend import Batch, EvalOutput, ProgramBackendTraits, StepOutput
+from rgft_edge.backend import Batch, EvalOutput, ProgramBackendTraits
 
 from .ort_memory import share_process_arena
+from .stage_chain import StageChain, StageSpec
 
 
-class _Stage:
-    def __init__(self, spec: dict, index: int):
-        self.name, self.graphs, self.index = spec["name"], spec["graphs"], index
-        self.head, self.first = bool(spec["head"]), bool(spec["first"])
-        self.params = spec["params"]
-        self.trainable = [p for p in self.params if p["role"] == "trainable"]
-        self.feeds: dict[str, np.ndarray] = {}  # graph input name -> weight array (master or frozen)
-
-
-class OnnxBackend(ProgramBackendTraits):
+class OnnxBackend(StageChain, ProgramBackendTraits):
     name = "onnx"
     eval_batch_size = None  # batch and sequence axes are dynamic
     # saved activations: a 25% faster full fp32 step on MiniLM for ~100-175 MB more peak RSS at
@@ -66,7 +58,7 @@ class OnnxBackend(ProgramBackendTraits):
         frozen = load_file(str(artifact.path("weights/frozen.safetensors")))
         if "weights/buffers.safetensors" in artifact.manifest["files"]:  # a CNN's BatchNorm statistics
             frozen.update(load_file(str(artifact.path("weights/buffers.safetensors"))))
-        self.stages = [_Stage(s, i) for i, s in enumerate(info["stages"])]
+        self.stages = [StageSpec(s, i) for i, s in enumerate(info["stages"])]
         self.stage_of = np.full(len(self.table), -1, dtype=np.int64)
         for st, spec in zip(self.stages, info["stages"]):
             self._bind(st, frozen)
@@ -86,7 +78,7 @@ class OnnxBackend(ProgramBackendTraits):
             raise ArtifactError(f"{path}: onnxruntime {ort.__version__} cannot load this graph: "
                                 f"{str(e).splitlines()[0][:400]}") from e
 
-    def _bind(self, st: _Stage, frozen: dict[str, np.ndarray]) -> None:
+    def _bind(self, st: StageSpec, frozen: dict[str, np.ndarray]) -> None:
         root = self.artifact.root
         for p in st.params:
             name, key = p["input"], p["key"]
@@ -105,7 +97,7 @@ class OnnxBackend(ProgramBackendTraits):
                 raise ArtifactError(f"{root}/weights: no tensor {e.args[0]!r} for stage {st.name}") from e
 
     # -- running graphs -------------------------------------------------------------------------
-    def _run(self, st: _Stage, variant: str, x, ctx: dict, gy=None, saved: dict | None = None) -> list[np.ndarray]:
+    def _run(self, st: StageSpec, variant: str, x, ctx: dict, gy=None, saved: dict | None = None) -> list[np.ndarray]:
         key = (st.graphs, variant)
         feed = dict(st.feeds)
         if st.first:
@@ -119,7 +111,7 @@ class OnnxBackend(ProgramBackendTraits):
             feed.update(saved)
         return self.sessions[key].run(None, {n: feed[n] for n in self._inputs[key]})
 
-    def _graphs_for(self, st: _Stage, variant: str) -> tuple[str | None, str]:
+    def _graphs_for(self, st: StageSpec, variant: str) -> tuple[str | None, str]:
         """(the forward that saves what the gradient graph reads, or None; the gradient graph).
         Saved activations by default; with `recompute_activations` (set under a memory budget) the
         gradient graph that recomputes its forward from x, so a step keeps one tensor per stage.
@@ -129,6 +121,9 @@ class OnnxBackend(ProgramBackendTraits):
         if self.recompute_activations and (st.graphs, "rc_" + variant) in self.sessions:
             return None, "rc_" + variant
         return "save_" + variant, variant
+
+    def _saved(self, st: StageSpec, graph: str, extra: list[np.ndarray]) -> dict:
+        return dict(zip(self._outputs[(st.graphs, graph)][1:], extra))  # after y: the saved
 
     def _context(self, batch: Batch) -> tuple[dict, dict]:
         data = {n: np.ascontiguousarray(batch[n], dtype=self.data_dtypes[n]) for n in self.data_inputs}
@@ -140,58 +135,9 @@ class OnnxBackend(ProgramBackendTraits):
             ctx["labels"] = np.ascontiguousarray(batch["labels"], dtype=np.int64)
         return data, ctx
 
-    def _forward(self, data: dict, ctx: dict, variants: dict[int, str]) -> tuple[float | None, np.ndarray | None, dict]:
-        """Every stage forward; a stage that will run gradient graph `variants[i]` keeps its input
-        and what that graph reads (its saving forward's outputs). A head whose gradient graph is
-        joint (it returns the loss too) is left to the backward: (None, None, saved)."""
-        h, saved = data, {}
-        for st in self.stages:
-            v = variants.get(st.index)
-            if v is None:
-                out = self._run(st, "fwd", h, ctx)
-            elif st.head and self.joint_head:
-                saved[st.index] = (h, {})
-                return None, None, saved
-            else:
-                graph = self._graphs_for(st, v)[0]
-                out = self._run(st, graph or "fwd", h, ctx)
-                names = self._outputs[(st.graphs, graph)][1:] if graph else []  # after y: the saved
-                saved[st.index] = (h, dict(zip(names, out[1:])))
-            h = out if st.head else out[0]
-        return float(h[0]), h[1], saved
-
     # -- Backend interface --------------------------------------------------------------------
     def parameters(self) -> dict[str, np.ndarray]:
         return self.master
-
-    def train_step(self, batch: Batch, trainable: np.ndarray, measure_activations: bool) -> StepOutput:
-        chosen = np.flatnonzero(trainable)
-        selected = set(self.stage_of[chosen].tolist())
-        lowest = min(selected)
-        data, ctx = self._context(batch)
-        variants = {}
-        for st in self.stages[lowest:]:
-            need_x, need_w = st.index > lowest, st.index in selected
-            variants[st.index] = "xw" if need_x and need_w else ("x" if need_x else "w")
-        loss, _, saved = self._forward(data, ctx, variants)
-        want = self.table.param_names(chosen)
-        grads, gy, ran = {}, None, []
-        for st in reversed(self.stages[lowest:]):
-            need_x, need_w = st.index > lowest, st.index in selected
-            variant = variants[st.index]
-            x, acts = saved.pop(st.index)
-            outs = self._run(st, self._graphs_for(st, variant)[1], x, ctx, gy, acts)
-            ran.append(variant)
-            if st.head and self.joint_head:  # the joint head graph: loss and logits first
-                loss, outs = float(outs[0]), outs[2:]
-            if need_x:
-                gy, outs = outs[0], outs[1:]
-            if need_w:
-                grads.update({p["key"]: g for p, g in zip(st.trainable, outs) if p["key"] in want})
-        return StepOutput(loss, grads, None, {"program": f"stages {self.stages[lowest].name}..head",
-                                              "cut_depth": int(min(self.table.depths[i] for i in chosen)),
-                                              "lowest_stage": lowest, "gradient_graphs": len(ran),
-                                              "activations": "recompute" if self.recompute_activations else "saved"})
 
     def commit(self, touched: list[str]) -> None:
         pass  # the graphs read the master arrays directly

@@ -143,6 +143,10 @@ def exportable_copy(prep: PreparedModel) -> nn.Module:
 def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[list[dict], dict]:
     from executorch.exir import ExecutorchBackendConfig
 
+    if prep.options.executorch_layout == "stages":
+        from .executorch_stages import export_stage_programs
+
+        return export_stage_programs(prep, out)
     kernels = prep.options.executorch_kernels
     model = exportable_copy(prep)
     ex = example_inputs(model, prep.options)

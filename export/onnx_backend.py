@@ -32,12 +32,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from rgft_edge.errors import UserError
-
 from .onnx_saved import split_saved, without_outputs
-from .onnx_stages import Plan, Stage, plan, stage_tensors
+from .onnx_stages import Stage, plan
 from .onnxruntime_backend import float_copy
 from .prepare import PreparedModel, example_inputs
+from .stage_walk import stage_variants, walk
 
 EXAMPLE = {"B": 7, "T": 37}  # example sizes equal to no model constant, so no dim gets specialised
 OPSET = 18
@@ -189,11 +188,6 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
     model.eval()
     task = prep.options.task
     p = plan(model, task)
-    table = prep.table
-    trainable = table.param_names()
-    canonical: dict[int, str] = {}  # a tied tensor goes by its first name, as named_parameters() says
-    for n, t in stage_tensors(model).items():
-        canonical.setdefault(id(t), n)
     ex = _examples(model, prep)
     data_names = list(ex)
     Dim = {k: torch.export.Dim(k, min=1 if k == "B" else 2, max=4096) for k in EXAMPLE}
@@ -208,71 +202,38 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
     ctx_names = list(p.context_dims)
     graphs: dict[str, dict] = {}
     stages, ops = [], set()
-    comp_stage: dict[int, int] = {}
-    h = ex
     t0 = time.perf_counter()
-    for si, st in enumerate(p.stages):
-        tensors = stage_tensors(st.root)
-        full = {n: tensors[n] for n in st.params}
-        gname = {n: canonical[id(t)] for n, t in full.items()}
-        train = [n for n in st.params if gname[n] in trainable]
-        frozen = [n for n in st.params if gname[n] not in trainable]
-        int8 = {n: quant[gname[n]][2] is not None for n in frozen if gname[n] in quant}
-        # static dims of the input are part of a graph's identity (a CNN's spatial size)
-        x_static = () if st.x_dims == ("data",) else tuple(
-            int(s) for s, d in zip(h.shape, st.x_dims) if d is None)
-        key = (st.kind, x_static, tuple((n, tuple(full[n].shape), n in train, n in int8) for n in st.params))
-        kind = next((k for k, g in graphs.items() if g["key"] == key), None)
-        first = st.x_dims == ("data",)
-        x_args = [h[n] for n in data_names] if first else [h]
-        x_names = data_names if first else ["x"]
-        x_dims = [p.data_dims[n] for n in data_names] if first else [st.x_dims]
-        with torch.no_grad():
-            y = st.body(st.root, h, ctx)
-        out_y = y[0] if st.head else y
-        if kind is None:  # the first stage of its kind and layout: export its graphs
-            kind = f"{st.kind}{sum(1 for g in graphs.values() if g['kind'] == st.kind) or ''}"
+    for w in walk(model, quant, p, prep.table, ex, ctx):
+        st, train, frozen = w.stage, w.train, w.frozen
+        if w.new_kind:  # the first stage of its kind and layout: export its graphs
             files = {}
-            # the first stage's inputs are token ids: no input gradient
-            variants = ["fwd"] + (["w"] if train else []) if first else (
-                ["fwd", "x"] + (["w", "xw"] if train else []))
-            for v in variants:
+            x_args = [w.x[n] for n in data_names] if w.first else [w.x]
+            x_names = data_names if w.first else ["x"]
+            x_dims = [p.data_dims[n] for n in data_names] if w.first else [st.x_dims]
+            for v in stage_variants(w):
                 fn = _graph_fn(st, v, data_names, ctx_names, train, frozen)
-                gy = [] if v == "fwd" or st.head else [torch.randn_like(out_y)]
+                gy = [] if v == "fwd" or st.head else [torch.randn_like(w.y)]
                 gy_dims = [] if v == "fwd" or st.head else [st.y_dims]
-                args = x_args + [ctx[n] for n in ctx_names] + gy + [full[n].detach() for n in train + frozen]
+                args = x_args + [ctx[n] for n in ctx_names] + gy + [w.full[n].detach() for n in train + frozen]
                 names = x_names + ctx_names + (["gy"] if gy else []) + train + frozen
                 dims = x_dims + [p.context_dims[n] for n in ctx_names] + gy_dims + [()] * (len(train) + len(frozen))
                 y_names = ["loss", "logits"] if st.head else ["y"]
                 outputs = y_names + ([] if v == "fwd" else
                                      (["gx"] if v in ("x", "xw") else []) + (["g." + n for n in train] if v in ("w", "xw") else []))
-                rel = f"onnx/{kind}.{v}.onnx"
+                rel = f"onnx/{w.kind}.{v}.onnx"
                 ops |= set(_export(fn, args, names, dims, outputs, out / rel, Dim))
                 rels = {v: rel}
                 if v != "fwd" and not st.head:  # forward saving activations + backward reading them
-                    rels["rc_" + v] = f"onnx/{kind}.rc_{v}.onnx"  # and one that recomputes instead
+                    rels["rc_" + v] = f"onnx/{w.kind}.rc_{v}.onnx"  # and one that recomputes instead
                     without_outputs(out / rel, out / rels["rc_" + v], y_names)
-                    rels["save_" + v] = f"onnx/{kind}.save_{v}.onnx"
+                    rels["save_" + v] = f"onnx/{w.kind}.save_{v}.onnx"
                     split_saved(out / rel, out / rels["save_" + v], out / rel, x_names, "gy", y_names)
                 for name, r in rels.items():
-                    if int8:
-                        _int8_inputs(out / r, int8)
+                    if w.int8:
+                        _int8_inputs(out / r, w.int8)
                     files[name] = r
-            graphs[kind] = {"key": key, "kind": st.kind, "files": files}
-        members = [i for i, c in enumerate(table) if any(r.name in {gname[n] for n in st.params} for r in c.params)]
-        for i in members:
-            if i in comp_stage:
-                raise UserError(f"component {table[i].name} spans stages {p.stages[comp_stage[i]].name} and {st.name}")
-            comp_stage[i] = si
-        stages.append({"name": st.name, "graphs": kind, "head": st.head, "first": first,
-                       "params": [{"input": n, "key": gname[n],
-                                   "role": "trainable" if n in train else ("int8" if n in int8 else "frozen")}
-                                  for n in st.params],
-                       "components": members})
-        h = out_y
-    missing = [table[i].name for i in range(len(table)) if i not in comp_stage]
-    if missing:
-        raise UserError(f"the onnx stage plan does not cover components {missing[:3]}")
+            graphs[w.kind] = {"kind": st.kind, "files": files}
+        stages.append(w.spec())
     programs = [{"name": f"{k}.{v}", "kind": "graph", "files": {"onnx": f}}
                 for k, g in graphs.items() for v, f in g["files"].items()]
     if ctx_out:  # a CNN needs no context (its labels come with the batch)

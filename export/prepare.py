@@ -25,6 +25,7 @@ LORA_TARGETS = {"bert": ["query", "value"], "llama": ["q_proj", "v_proj"], "gpt2
 HEAD_NAMES = ("classifier", "score", "lm_head")
 TASKS = ("sequence-classification", "causal-lm")  # HF text models; images: export/image.py
 EXECUTORCH_KERNELS = ("xnnpack", "optimized", "portable")  # export/executorch_backend.py
+EXECUTORCH_LAYOUTS = ("cuts", "stages")  # executorch_backend.py / executorch_stages.py
 
 
 @dataclass
@@ -43,6 +44,7 @@ class PrepareOptions:
     dropout: float | None = None  # override every dropout rate (0: deterministic steps on device)
     image_size: int | None = None  # image-classification: pixels per side (None: the model's own)
     executorch_kernels: str = "xnnpack"  # executorch backend: xnnpack | optimized | portable
+    executorch_layout: str = "cuts"  # executorch backend: cuts (one joint method per cut depth) | stages
 
 
 @dataclass
@@ -138,6 +140,9 @@ def check_options(opts: PrepareOptions) -> None:
     if opts.executorch_kernels not in EXECUTORCH_KERNELS:
         raise UserError(f"--executorch-kernels must be one of {', '.join(EXECUTORCH_KERNELS)}, "
                         f"got {opts.executorch_kernels!r}")
+    if opts.executorch_layout not in EXECUTORCH_LAYOUTS:
+        raise UserError(f"--executorch-layout must be one of {', '.join(EXECUTORCH_LAYOUTS)}, "
+                        f"got {opts.executorch_layout!r}")
 
 
 def prepare(model_dir: str, opts: PrepareOptions) -> PreparedModel:

@@ -164,9 +164,9 @@ register_backend(BackendSpec(
     "rgft_edge.export.torch_backend:export_programs", "device-torch", True,
     "eager PyTorch on a model rebuilt from config + safetensors (no programs)"))
 register_backend(BackendSpec(
-    "executorch", "rgft_edge.device_runners.executorch_runner:ExecuTorchBackend",
+    "executorch", "rgft_edge.device_runners.executorch_runner:open_executorch",
     "rgft_edge.export.executorch_backend:export_programs", "device-executorch", False,
-    "ExecuTorch training programs (.pte), one method per backprop cut depth; C++ runtime, no torch"))
+    "ExecuTorch training programs (.pte): one method per backprop cut depth, or per-stage methods; C++ runtime, no torch"))
 register_backend(BackendSpec(
     "onnxruntime", "rgft_edge.device_runners.onnxruntime_runner:OrtBackend",
     "rgft_edge.export.onnxruntime_backend:export_programs", "device-ort", False,

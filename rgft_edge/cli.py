@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--executorch-kernels", choices=("xnnpack", "optimized", "portable"), default="xnnpack",
                      help="executorch backend: lower the training programs to XNNPACK (default), or keep "
                      "them on the optimized / portable kernel libraries (docs/artifacts.md)")
+    out.add_argument("--executorch-layout", choices=("cuts", "stages"), default="cuts",
+                     help="executorch backend: one joint method per backprop cut depth (default), or "
+                     "per-stage methods chained by the runner, so a step computes weight gradients "
+                     "only for the components it trains (docs/artifacts.md)")
     out.add_argument("--dropout", type=float, default=None, help="override every dropout rate (0: deterministic)")
     out.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
     out.add_argument("-o", "--out", required=True, help="artifact directory to write")
@@ -175,7 +179,8 @@ def _compile(args) -> int:
                           lora_targets=args.lora_targets.split(",") if args.lora_targets else None,
                           granularity=args.granularity, max_length=args.max_length,
                           batch_size=args.batch_size, dropout=args.dropout, image_size=args.image_size,
-                          executorch_kernels=args.executorch_kernels)
+                          executorch_kernels=args.executorch_kernels,
+                          executorch_layout=args.executorch_layout)
     model = (args.model or "efficientnet-lite0") if image else resolve_model(args.model)
     report = compile_artifact(model, args.out, backend, opts, force=args.force, max_programs=args.programs)
     print(format_report(report, args.out))

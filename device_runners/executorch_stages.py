@@ -1,0 +1,149 @@
+"""ExecuTorch adapter for stage-layout artifacts (`compile --executorch-layout stages`): the stage
+chain of `stage_chain.StageChain` over the per-stage methods of one train.pte
+(export/executorch_stages.py), on the same native / bindings runtimes as the cut-depth adapter.
+
+Every method input is named in the manifest (`backend_info.methods`): data, context, the output
+gradient, saved activations, and weights — trainable ones are the master arrays the loop's
+optimizer updates in place, frozen ones are loaded once (int8 kept int8: the methods dequantize).
+The program does not copy its inputs into its arena (they are not memory-planned), so each call
+reads these arrays where they are. Methods have a fixed batch: a short evaluation batch is padded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from rgft_edge.artifact import Artifact, ArtifactError
+from rgft_edge.backend import Batch, EvalOutput, ProgramBackendTraits
+
+from .executorch_runner import environment, logits_metrics, open_program, pad_batch
+from .stage_chain import StageChain, StageSpec
+
+
+class ExecuTorchStageBackend(StageChain, ProgramBackendTraits):
+    name = "executorch"
+
+    def __init__(self, artifact: Artifact, threads: int, runtime: str | None = None):
+        from safetensors.numpy import load_file
+
+        self.artifact, self.table, self.threads = artifact, artifact.table, threads
+        info = artifact.manifest["backend_info"]
+        self.task, self.data_inputs = info["task"], info["data_inputs"]
+        self.context_outputs, self.methods = info["context_outputs"], info["methods"]
+        self.batch_size = self.eval_batch_size = artifact.manifest["input_spec"]["batch_size"]
+        self.master = {k: np.ascontiguousarray(v, dtype=np.float32)
+                       for k, v in load_file(str(artifact.path("weights/trainable.safetensors"))).items()}
+        frozen = load_file(str(artifact.path("weights/frozen.safetensors")))
+        self.stages = [StageSpec(s, i) for i, s in enumerate(info["stages"])]
+        self.stage_of = np.full(len(self.table), -1, dtype=np.int64)
+        for st, spec in zip(self.stages, info["stages"]):
+            self._bind(st, frozen)
+            self.stage_of[spec["components"]] = st.index
+        if (self.stage_of < 0).any():
+            raise ArtifactError(f"{artifact.root}/manifest.json: components without a stage")
+        self.program, self.runtime = open_program(artifact.path("executorch/train.pte"), threads, runtime)
+
+    @property
+    def recompute_activations(self) -> bool:
+        return False  # no recomputing methods in this layout; a memory budget's request is ignored
+
+    @recompute_activations.setter
+    def recompute_activations(self, value: bool) -> None:
+        pass
+
+    def _bind(self, st: StageSpec, frozen: dict[str, np.ndarray]) -> None:
+        for p in st.params:
+            name, key = p["input"], p["key"]
+            try:
+                if p["role"] == "trainable":
+                    st.feeds["w:" + name] = self.master[key]
+                elif p["role"] == "int8":
+                    st.feeds["q:" + name] = np.ascontiguousarray(frozen[key + "::qdata"])
+                    st.feeds["s:" + name] = np.ascontiguousarray(frozen[key + "::scale"].reshape(-1), dtype=np.float32)
+                    if key + "::zero_point" in frozen:
+                        st.feeds["z:" + name] = frozen[key + "::zero_point"].reshape(-1).astype(np.int8)
+                else:
+                    st.feeds["f:" + name] = np.ascontiguousarray(frozen[key], dtype=np.float32)
+            except KeyError as e:
+                raise ArtifactError(f"{self.artifact.root}/weights: no tensor {e.args[0]!r} for stage {st.name}") from e
+
+    # -- StageChain hooks -----------------------------------------------------------------------
+    def _method(self, st: StageSpec | None, graph: str) -> str:
+        name = f"train_{st.graphs}.{graph}" if st else f"train_{graph}"
+        if name not in self.methods:
+            raise ArtifactError(f"{self.artifact.root}/manifest.json: no method {name!r}")
+        return name
+
+    def _run(self, st: StageSpec, graph: str, x, ctx: dict, gy=None, saved: dict | None = None) -> list[np.ndarray]:
+        name = self._method(st, graph)
+        inputs = []
+        for d in self.methods[name]["inputs"]:
+            kind, _, key = d.partition(":")
+            if d == "x":
+                inputs.append(x)
+            elif d == "gy":
+                inputs.append(gy)
+            elif kind == "data":
+                inputs.append(x[key])
+            elif kind == "ctx":
+                inputs.append(ctx[key])
+            elif kind == "saved":
+                inputs.append(saved[d])
+            else:
+                inputs.append(st.feeds[d])
+        return self.program.run(name, inputs)
+
+    def _graphs_for(self, st: StageSpec, variant: str) -> tuple[str | None, str]:
+        return (None if st.head else "save_" + variant), variant
+
+    def _saved(self, st: StageSpec, graph: str, extra: list[np.ndarray]) -> dict:
+        names = [o for o in self.methods[self._method(st, graph)]["outputs"] if o.startswith("saved:")]
+        return dict(zip(names, extra))
+
+    def _context(self, batch: Batch) -> tuple[dict, dict]:
+        data = {n: np.ascontiguousarray(batch[n], dtype=np.int64) for n in self.data_inputs}
+        ctx = {}
+        if self.context_outputs:
+            outs = self.program.run(self._method(None, "context"), [data[n] for n in self.data_inputs])
+            ctx = {name.removeprefix("ctx:"): a for name, a in zip(self.methods["train_context"]["outputs"], outs)}
+        if "labels" not in ctx:
+            ctx["labels"] = np.ascontiguousarray(batch["labels"], dtype=np.int64)
+        return data, ctx
+
+    # -- Backend interface --------------------------------------------------------------------
+    def parameters(self) -> dict[str, np.ndarray]:
+        return self.master
+
+    def commit(self, touched: list[str]) -> None:
+        pass  # the methods read the master arrays directly
+
+    def evaluate(self, batches: Iterable[Batch]) -> EvalOutput:
+        """The forward chain on each (padded) batch; metrics from the real rows' logits."""
+        parts = []
+        for batch in batches:
+            real = len(batch["labels"])
+            data, ctx = self._context({k: pad_batch(np.asarray(v), self.batch_size) for k, v in batch.items()})
+            _, logits, _ = self._forward(data, ctx, {})
+            parts.append((logits[:real], ctx["labels"][:real]))
+        return logits_metrics(parts, self.task)
+
+    def trainable_state(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self.master.items()}
+
+    def environment(self) -> dict:
+        return {**environment(self.runtime, self.program), "threads": self.threads, "layout": "stages"}
+
+    def export_adapted(self, out: Path) -> dict:
+        """The adapted weights as safetensors; the artifact's `fwd` methods run them for inference."""
+        from safetensors.numpy import save_file
+
+        out.mkdir(parents=True, exist_ok=True)
+        save_file(self.trainable_state(), str(out / "trainable.safetensors"), {"format": "rgft-edge trainable"})
+        return {"safetensors": str(out / "trainable.safetensors"), "program": str(self.artifact.path("executorch/train.pte")),
+                "inference": "the train_<kind>.fwd methods chained over the stages (no single forward method in this layout)"}
+
+    def close(self) -> None:
+        self.program.close()
