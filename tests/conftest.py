@@ -153,6 +153,23 @@ def tiny_artifacts(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def et_stage_artifacts(tiny_artifacts):
+    """The tiny model of `tiny_artifacts` as ExecuTorch stage-layout artifacts, once per session:
+    int8+LoRA on XNNPACK (the default kernels) and fp32 full on the portable kernels (a faster
+    compile; XNNPACK's fp32 paths are the MiniLM benchmark's), with an fp32 torch reference."""
+    root = tiny_artifacts["torch"].parent
+    model_dir = root / "tiny-bert"
+    out = {"int8-lora": root / "et-stages-int8-lora", "fp32-full": root / "et-stages-fp32-full",
+           "torch-fp32-full": root / "torch-fp32-full"}
+    compile_artifact(str(model_dir), out["int8-lora"], "executorch", tiny_opts(executorch_layout="stages"), force=True)
+    full = dict(adapter="full", quantize="none")
+    compile_artifact(str(model_dir), out["fp32-full"], "executorch",
+                     tiny_opts(executorch_layout="stages", executorch_kernels="portable", **full), force=True)
+    compile_artifact(str(model_dir), out["torch-fp32-full"], "torch", tiny_opts(**full), force=True)
+    return out
+
+
+@pytest.fixture(scope="session")
 def cnn_artifacts(tmp_path_factory):
     """A tiny EfficientNet-Lite compiled for torch and onnx, once per session (two test modules
     train from it; compiling it takes ~50 s on 2 cores)."""
