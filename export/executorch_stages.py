@@ -58,7 +58,14 @@ def _addmm_as_mm(bias, x, w, beta=1, alpha=1):
 def _trace(fn, args: list, kernels: str) -> torch.fx.GraphModule:
     from torch.fx.experimental.proxy_tensor import make_fx
 
+    from torch._decomp import get_decompositions
+
+    aten = torch.ops.aten
     table = dict(_decompositions(kernels))
+    # activation backwards ExecuTorch's kernel libraries lack (silu_backward: Llama's MLP), as the
+    # forward ops they are made of
+    table.update(get_decompositions([aten.silu_backward, aten.sigmoid_backward, aten.tanh_backward,
+                                     aten.threshold_backward, aten.hardtanh_backward]))
     if kernels != "portable":
         table[torch.ops.aten.addmm.default] = _addmm_as_mm
     return make_fx(fn, tracing_mode="real", decomposition_table=table)(*args)

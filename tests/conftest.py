@@ -153,19 +153,21 @@ def tiny_artifacts(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def et_stage_artifacts(tiny_artifacts):
-    """The tiny model of `tiny_artifacts` as ExecuTorch stage-layout artifacts, once per session:
-    int8+LoRA on XNNPACK (the default kernels) and fp32 full on the portable kernels (a faster
-    compile; XNNPACK's fp32 paths are the MiniLM benchmark's), with an fp32 torch reference."""
-    root = tiny_artifacts["torch"].parent
-    model_dir = root / "tiny-bert"
-    out = {"int8-lora": root / "et-stages-int8-lora", "fp32-full": root / "et-stages-fp32-full",
-           "torch-fp32-full": root / "torch-fp32-full"}
-    compile_artifact(str(model_dir), out["int8-lora"], "executorch", tiny_opts(executorch_layout="stages"), force=True)
-    full = dict(adapter="full", quantize="none")
-    compile_artifact(str(model_dir), out["fp32-full"], "executorch",
-                     tiny_opts(executorch_layout="stages", executorch_kernels="portable", **full), force=True)
-    compile_artifact(str(model_dir), out["torch-fp32-full"], "torch", tiny_opts(**full), force=True)
+def et_stage_artifacts(tiny_artifacts, tmp_path_factory):
+    """ExecuTorch stage-layout artifacts, once per session: the tiny BERT of `tiny_artifacts`
+    (int8 + LoRA on XNNPACK, the defaults) and a tiny Llama-like causal LM (fp32 full fine-tuning
+    on the portable kernels: a faster compile; XNNPACK's fp32 paths are the MiniLM benchmark's),
+    with a torch reference for the LM."""
+    root = tmp_path_factory.mktemp("et-stages")
+    bert_dir = tiny_artifacts["torch"].parent / "tiny-bert"
+    out = {"int8-lora": root / "bert-int8-lora", "lm-fp32-full": root / "llama-fp32-full",
+           "torch-lm-fp32-full": root / "torch-llama-fp32-full"}
+    compile_artifact(str(bert_dir), out["int8-lora"], "executorch", tiny_opts(executorch_layout="stages"), force=True)
+    lm_dir = save_tiny_model_dir(root / "tiny-llama", model=tiny_llama_lm())
+    lm = dict(task="causal-lm", labels=None, adapter="full", quantize="none")
+    compile_artifact(str(lm_dir), out["lm-fp32-full"], "executorch",
+                     tiny_opts(executorch_layout="stages", executorch_kernels="portable", **lm), force=True)
+    compile_artifact(str(lm_dir), out["torch-lm-fp32-full"], "torch", tiny_opts(**lm), force=True)
     return out
 
 
