@@ -27,23 +27,12 @@ class ExecuTorchStageBackend(StageChain, ProgramBackendTraits):
     name = "executorch"
 
     def __init__(self, artifact: Artifact, threads: int, runtime: str | None = None):
-        from safetensors.numpy import load_file
-
         self.artifact, self.table, self.threads = artifact, artifact.table, threads
         info = artifact.manifest["backend_info"]
         self.task, self.data_inputs = info["task"], info["data_inputs"]
         self.context_outputs, self.methods = info["context_outputs"], info["methods"]
         self.batch_size = self.eval_batch_size = artifact.manifest["input_spec"]["batch_size"]
-        self.master = {k: np.ascontiguousarray(v, dtype=np.float32)
-                       for k, v in load_file(str(artifact.path("weights/trainable.safetensors"))).items()}
-        frozen = load_file(str(artifact.path("weights/frozen.safetensors")))
-        self.stages = [StageSpec(s, i) for i, s in enumerate(info["stages"])]
-        self.stage_of = np.full(len(self.table), -1, dtype=np.int64)
-        for st, spec in zip(self.stages, info["stages"]):
-            self._bind(st, frozen)
-            self.stage_of[spec["components"]] = st.index
-        if (self.stage_of < 0).any():
-            raise ArtifactError(f"{artifact.root}/manifest.json: components without a stage")
+        self._load_stages(artifact, info["stages"])
         self.program, self.runtime = open_program(artifact.path("executorch/train.pte"), threads, runtime)
 
     @property
@@ -114,12 +103,6 @@ class ExecuTorchStageBackend(StageChain, ProgramBackendTraits):
         return data, ctx
 
     # -- Backend interface --------------------------------------------------------------------
-    def parameters(self) -> dict[str, np.ndarray]:
-        return self.master
-
-    def commit(self, touched: list[str]) -> None:
-        pass  # the methods read the master arrays directly
-
     def evaluate(self, batches: Iterable[Batch]) -> EvalOutput:
         """The forward chain on each (padded) batch; metrics from the real rows' logits."""
         parts = []
@@ -129,9 +112,6 @@ class ExecuTorchStageBackend(StageChain, ProgramBackendTraits):
             _, logits, _ = self._forward(data, ctx, {})
             parts.append((logits[:real], ctx["labels"][:real]))
         return logits_metrics(parts, self.task)
-
-    def trainable_state(self) -> dict[str, np.ndarray]:
-        return {k: v.copy() for k, v in self.master.items()}
 
     def environment(self) -> dict:
         return {**environment(self.runtime, self.program), "threads": self.threads, "layout": "stages"}

@@ -21,7 +21,6 @@ from typing import Iterable
 
 import numpy as np
 import onnxruntime as ort
-from safetensors.numpy import load_file
 
 from rgft_edge.artifact import Artifact, ArtifactError
 from rgft_edge.backend import Batch, EvalOutput, ProgramBackendTraits
@@ -53,18 +52,7 @@ class OnnxBackend(StageChain, ProgramBackendTraits):
                          for v, f in files.items()}
         # a CNN has no context graph (nothing but the labels, which come with the batch)
         self.context = self._session("onnx/context.onnx") if self.context_outputs else None
-        self.master = {k: np.ascontiguousarray(v, dtype=np.float32)
-                       for k, v in load_file(str(artifact.path("weights/trainable.safetensors"))).items()}
-        frozen = load_file(str(artifact.path("weights/frozen.safetensors")))
-        if "weights/buffers.safetensors" in artifact.manifest["files"]:  # a CNN's BatchNorm statistics
-            frozen.update(load_file(str(artifact.path("weights/buffers.safetensors"))))
-        self.stages = [StageSpec(s, i) for i, s in enumerate(info["stages"])]
-        self.stage_of = np.full(len(self.table), -1, dtype=np.int64)
-        for st, spec in zip(self.stages, info["stages"]):
-            self._bind(st, frozen)
-            self.stage_of[spec["components"]] = st.index
-        if (self.stage_of < 0).any():
-            raise ArtifactError(f"{artifact.root}/manifest.json: components without a stage")
+        self._load_stages(artifact, info["stages"])
         self._inputs = {k: [i.name for i in s.get_inputs()] for k, s in self.sessions.items()}
         self._outputs = {k: [o.name for o in s.get_outputs()] for k, s in self.sessions.items()}
         # artifacts with saved activations: the head's gradient graphs return the loss too
@@ -136,12 +124,6 @@ class OnnxBackend(StageChain, ProgramBackendTraits):
         return data, ctx
 
     # -- Backend interface --------------------------------------------------------------------
-    def parameters(self) -> dict[str, np.ndarray]:
-        return self.master
-
-    def commit(self, touched: list[str]) -> None:
-        pass  # the graphs read the master arrays directly
-
     def evaluate(self, batches: Iterable[Batch]) -> EvalOutput:
         """Mean loss over examples; accuracy for classification, perplexity for a causal LM
         (the same metrics as the eager runner)."""
@@ -158,9 +140,6 @@ class OnnxBackend(StageChain, ProgramBackendTraits):
         if self.task == "causal-lm":
             return EvalOutput(mean, {"loss": mean, "perplexity": float(np.exp(min(50.0, mean)))})
         return EvalOutput(mean, {"loss": mean, "accuracy": correct / max(1, n)})
-
-    def trainable_state(self) -> dict[str, np.ndarray]:
-        return {k: v.copy() for k, v in self.master.items()}
 
     def environment(self) -> dict:
         return {"onnxruntime": ort.__version__, "threads": self.threads,

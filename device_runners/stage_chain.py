@@ -30,8 +30,37 @@ class StageSpec:
 class StageChain:
     stages: list[StageSpec]
     stage_of: np.ndarray  # component -> stage index
+    master: dict[str, np.ndarray]  # trainable weights: every graph reads these arrays as inputs
     joint_head = True  # the head's gradient graphs return the loss and logits too
-    recompute_activations = False
+
+    def _load_stages(self, artifact, stages: list[dict]) -> None:
+        """The master trainable arrays, the frozen base (loaded once; int8 kept int8) bound to each
+        stage by `_bind`, and which stage owns each component."""
+        from safetensors.numpy import load_file
+
+        from rgft_edge.artifact import ArtifactError
+
+        self.master = {k: np.ascontiguousarray(v, dtype=np.float32)
+                       for k, v in load_file(str(artifact.path("weights/trainable.safetensors"))).items()}
+        frozen = load_file(str(artifact.path("weights/frozen.safetensors")))
+        if "weights/buffers.safetensors" in artifact.manifest["files"]:  # a CNN's BatchNorm statistics
+            frozen.update(load_file(str(artifact.path("weights/buffers.safetensors"))))
+        self.stages = [StageSpec(s, i) for i, s in enumerate(stages)]
+        self.stage_of = np.full(len(artifact.table), -1, dtype=np.int64)
+        for st, spec in zip(self.stages, stages):
+            self._bind(st, frozen)
+            self.stage_of[spec["components"]] = st.index
+        if (self.stage_of < 0).any():
+            raise ArtifactError(f"{artifact.root}/manifest.json: components without a stage")
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        return self.master
+
+    def commit(self, touched: list[str]) -> None:
+        pass  # the graphs read the master arrays directly: nothing to copy
+
+    def trainable_state(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self.master.items()}
 
     def _forward(self, data: dict, ctx: dict, variants: dict[int, str]) -> tuple[float | None, np.ndarray | None, dict]:
         """Every stage forward; a stage that will run gradient graph `variants[i]` keeps its input
