@@ -126,7 +126,7 @@ def compile_executorch(work: Path) -> Path:
 
     out = work / "artifact-executorch"
     if not (out / "manifest.json").is_file():
-        compile_artifact(resolve_model(None), out, "executorch", PrepareOptions(max_length=64, batch_size=16),
+        compile_artifact(resolve_model(None), out, "executorch", PrepareOptions(max_length=64, batch_size=16, executorch_layout="cuts"),
                          force=True)
     return out
 

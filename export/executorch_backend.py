@@ -143,9 +143,9 @@ def exportable_copy(prep: PreparedModel) -> nn.Module:
 def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[list[dict], dict]:
     from executorch.exir import ExecutorchBackendConfig
 
-    if prep.options.executorch_layout == "stages":
-        from .executorch_stages import export_stage_programs
+    from .executorch_stages import export_stage_programs, layout_for
 
+    if layout_for(prep) == "stages":
         return export_stage_programs(prep, out)
     kernels = prep.options.executorch_kernels
     model = exportable_copy(prep)
@@ -193,5 +193,5 @@ def export_programs(prep: PreparedModel, out: Path, cuts: list[int]) -> tuple[li
     info = {"param_prefix": PREFIX, "data_inputs": names, "label_input": "labels",
             "param_inputs": trainable, "outputs": ["loss", "logits", "grads of trainable inputs"],
             "dynamic_axes": False, "dropout": "off (eval-mode export)", "weights_tag": PTD_TAG,
-            "kernels": kernels}
+            "kernels": kernels, "layout": "cuts"}
     return programs, info

@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from rgft_edge.errors import UserError
+
 from .executorch_backend import _decompositions, _to_edge
 from .fx_split import split_joint
 from .onnx_backend import _graph_fn
@@ -85,6 +87,18 @@ def _dequantizing(fn, n_before: int, frozen: list[str], int8: dict[str, bool]):
             weights.append((q.to(torch.float32) - (zp.reshape(shape) if int8[n] else 0.0)) * scale.reshape(shape))
         return fn(*head, *weights)
     return wrapped
+
+
+def layout_for(prep: PreparedModel) -> str:
+    """`stages` or `cuts`: as asked, or with `auto`, stages where the model family has a stage plan."""
+    layout = prep.options.executorch_layout
+    if layout != "auto":
+        return layout
+    try:
+        plan(prep.model, prep.options.task)
+    except UserError:
+        return "cuts"
+    return "stages"
 
 
 def export_stage_programs(prep: PreparedModel, out: Path) -> tuple[list[dict], dict]:

@@ -25,7 +25,7 @@ LORA_TARGETS = {"bert": ["query", "value"], "llama": ["q_proj", "v_proj"], "gpt2
 HEAD_NAMES = ("classifier", "score", "lm_head")
 TASKS = ("sequence-classification", "causal-lm")  # HF text models; images: export/image.py
 EXECUTORCH_KERNELS = ("xnnpack", "optimized", "portable")  # export/executorch_backend.py
-EXECUTORCH_LAYOUTS = ("cuts", "stages")  # executorch_backend.py / executorch_stages.py
+EXECUTORCH_LAYOUTS = ("auto", "stages", "cuts")  # executorch_backend.py / executorch_stages.py
 
 
 @dataclass
@@ -44,7 +44,9 @@ class PrepareOptions:
     dropout: float | None = None  # override every dropout rate (0: deterministic steps on device)
     image_size: int | None = None  # image-classification: pixels per side (None: the model's own)
     executorch_kernels: str = "xnnpack"  # executorch backend: xnnpack | optimized | portable
-    executorch_layout: str = "cuts"  # executorch backend: cuts (one joint method per cut depth) | stages
+    # executorch backend: stages (per-stage methods: weight gradients for the selection only) | cuts
+    # (one joint method per cut depth) | auto (stages where the model family has a stage plan)
+    executorch_layout: str = "auto"
 
 
 @dataclass

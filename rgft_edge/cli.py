@@ -129,10 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--executorch-kernels", choices=("xnnpack", "optimized", "portable"), default="xnnpack",
                      help="executorch backend: lower the training programs to XNNPACK (default), or keep "
                      "them on the optimized / portable kernel libraries (docs/artifacts.md)")
-    out.add_argument("--executorch-layout", choices=("cuts", "stages"), default="cuts",
-                     help="executorch backend: one joint method per backprop cut depth (default), or "
-                     "per-stage methods chained by the runner, so a step computes weight gradients "
-                     "only for the components it trains (docs/artifacts.md)")
+    out.add_argument("--executorch-layout", choices=("auto", "stages", "cuts"), default="auto",
+                     help="executorch backend: per-stage methods chained by the runner, so a step computes "
+                     "weight gradients only for the components it trains (stages), or one joint method "
+                     "per backprop cut depth (cuts); auto (default): stages for BERT-like classifiers and "
+                     "Llama-like causal LMs, cuts for other models (docs/artifacts.md)")
     out.add_argument("--dropout", type=float, default=None, help="override every dropout rate (0: deterministic)")
     out.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
     out.add_argument("-o", "--out", required=True, help="artifact directory to write")

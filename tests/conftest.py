@@ -128,7 +128,8 @@ def tiny_model_dir(tmp_path):
 def sentiment_csv(tmp_path):
     return write_sentiment_csv(tmp_path / "reviews.csv")
 def tiny_opts(**kw) -> PrepareOptions:
-    base = dict(labels=["neg", "pos"], max_length=12, batch_size=4, lora_r=4)
+    # ExecuTorch: the cut-depth layout unless a test asks for stages (tests/device_runners/test_executorch_stages.py)
+    base = dict(labels=["neg", "pos"], max_length=12, batch_size=4, lora_r=4, executorch_layout="cuts")
     base.update(kw)
     return PrepareOptions(**base)
 

@@ -21,12 +21,14 @@ def run(*argv, **kw):
     return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=600, **kw)
 
 
-def test_train_an_executorch_artifact_without_torch(tiny_artifacts, tmp_path):
+@pytest.mark.parametrize("layout", ["cuts", "stages"])
+def test_train_an_executorch_artifact_without_torch(tiny_artifacts, et_stage_artifacts, tmp_path, layout):
+    artifact = tiny_artifacts["executorch"] if layout == "cuts" else et_stage_artifacts["int8-lora"]
     probe = run(VENV / "bin" / "python", "-c", "import importlib.util as u; print(u.find_spec('torch') is None)")
     assert probe.stdout.strip() == "True", probe.stdout + probe.stderr
     data = write_sentiment_csv(tmp_path / "reviews.csv", n=40)
     out = tmp_path / "run"
-    res = run(VENV / "bin" / "rgft-edge", "train", tiny_artifacts["executorch"], "--data", data,
+    res = run(VENV / "bin" / "rgft-edge", "train", artifact, "--data", data,
               "--text-column", "review", "--label-column", "sentiment", "--policy", "budget",
               "--max-steps", "6", "--eval-examples", "8", "--no-progress", "--out", out,
               env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
@@ -34,5 +36,6 @@ def test_train_an_executorch_artifact_without_torch(tiny_artifacts, tmp_path):
     assert json.loads((out / "summary.json").read_text())["steps"] == 6
     env = json.loads((out / "config.json").read_text())["environment"]
     assert env["executorch_runtime"] == "native" and "torch" not in env
+    assert env.get("layout", "cuts") == layout
     assert (out / "adapted" / "trainable.safetensors").is_file()
     assert any((tmp_path / ".cache" / "rgft-edge" / "native").glob("librgft_et-*.so"))  # built on first use

@@ -15,7 +15,7 @@ from rgft_edge.backend import open_backend
 @pytest.fixture(scope="module")
 def minilm_artifacts(tmp_path_factory):
     root = tmp_path_factory.mktemp("minilm")
-    opts = PrepareOptions(max_length=32, batch_size=4, dropout=0.0)
+    opts = PrepareOptions(max_length=32, batch_size=4, dropout=0.0, executorch_layout="cuts")
     return {b: compile_artifact(resolve_model(None), root / b, b, opts, force=True, max_programs=2) and root / b
             for b in ("torch", "onnxruntime", "executorch")}
 

@@ -130,11 +130,14 @@ def test_every_policy_under_energy_and_memory_budgets(policy, tiny_model_dir, se
         assert s["budget_adjustments"], "the projection broke the budget but the policy never tightened"
 
 
-def test_memory_budget_holds_on_an_executorch_artifact(tiny_artifacts, sentiment_csv, tmp_path):
+@pytest.mark.parametrize("layout", ["cuts", "stages"])
+def test_memory_budget_holds_on_an_executorch_artifact(tiny_artifacts, et_stage_artifacts, sentiment_csv, tmp_path,
+                                                       layout):
     """The promise on a compiled program runner: refused below its stated minimum, held above it."""
+    artifact = tiny_artifacts["executorch"] if layout == "cuts" else et_stage_artifacts["int8-lora"]
 
     def train(out, budget):
-        return subprocess.run([sys.executable, "-m", "rgft_edge.cli", "train", str(tiny_artifacts["executorch"]),
+        return subprocess.run([sys.executable, "-m", "rgft_edge.cli", "train", str(artifact),
                                "--no-progress", "--data", str(sentiment_csv), "--text-column", "review",
                                "--label-column", "sentiment", "--eval-examples", "24", "--threads", "1",
                                "--epochs", "2", "--memory-budget", str(budget), "--out", str(out)],
