@@ -19,7 +19,7 @@ import numpy as np
 from rgft_edge.artifact import Artifact, ArtifactError
 from rgft_edge.backend import Batch, EvalOutput, ProgramBackendTraits
 
-from .executorch_runner import environment, logits_metrics, open_program, pad_batch
+from .executorch_program import environment, logits_metrics, open_program, pad_batch
 from .stage_chain import StageChain, StageSpec
 
 

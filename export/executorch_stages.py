@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from rgft_edge.errors import UserError
 
-from .executorch_backend import _decompositions, _to_edge
+from .executorch_lowering import _decompositions, _to_edge
 from .fx_split import split_joint
 from .onnx_backend import _graph_fn
 from .onnx_stages import plan
