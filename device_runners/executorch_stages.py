@@ -33,6 +33,9 @@ class ExecuTorchStageBackend(StageChain, ProgramBackendTraits):
         self.context_outputs, self.methods = info["context_outputs"], info["methods"]
         self.batch_size = self.eval_batch_size = artifact.manifest["input_spec"]["batch_size"]
         self._load_stages(artifact, info["stages"])
+        # each method's inputs as (kind, key) pairs and its saved outputs, parsed once: _run is per call
+        self._inputs = {m: [(*d.partition(":")[::2], d) for d in spec["inputs"]] for m, spec in self.methods.items()}
+        self._saved_names = {m: [o for o in spec["outputs"] if o.startswith("saved:")] for m, spec in self.methods.items()}
         self.program, self.runtime = open_program(artifact.path("executorch/train.pte"), threads, runtime)
 
     @property
@@ -69,28 +72,26 @@ class ExecuTorchStageBackend(StageChain, ProgramBackendTraits):
     def _run(self, st: StageSpec, graph: str, x, ctx: dict, gy=None, saved: dict | None = None) -> list[np.ndarray]:
         name = self._method(st, graph)
         inputs = []
-        for d in self.methods[name]["inputs"]:
-            kind, _, key = d.partition(":")
-            if d == "x":
+        for kind, key, desc in self._inputs[name]:
+            if desc == "x":
                 inputs.append(x)
-            elif d == "gy":
+            elif desc == "gy":
                 inputs.append(gy)
             elif kind == "data":
                 inputs.append(x[key])
             elif kind == "ctx":
                 inputs.append(ctx[key])
             elif kind == "saved":
-                inputs.append(saved[d])
-            else:
-                inputs.append(st.feeds[d])
+                inputs.append(saved[desc])
+            else:  # a weight: w / f / q / s / z
+                inputs.append(st.feeds[desc])
         return self.program.run(name, inputs)
 
     def _graphs_for(self, st: StageSpec, variant: str) -> tuple[str | None, str]:
         return (None if st.head else "save_" + variant), variant
 
     def _saved(self, st: StageSpec, graph: str, extra: list[np.ndarray]) -> dict:
-        names = [o for o in self.methods[self._method(st, graph)]["outputs"] if o.startswith("saved:")]
-        return dict(zip(names, extra))
+        return dict(zip(self._saved_names[self._method(st, graph)], extra))
 
     def _context(self, batch: Batch) -> tuple[dict, dict]:
         data = {n: np.ascontiguousarray(batch[n], dtype=np.int64) for n in self.data_inputs}

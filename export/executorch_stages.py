@@ -54,7 +54,9 @@ class _Graph(nn.Module):
 
 
 def _addmm_as_mm(bias, x, w, beta=1, alpha=1):
-    return torch.mm(x, w) + bias  # the portable addmm is ~15x slower than mm; XNNPACK wants mm
+    """The portable addmm is ~15x slower than mm, and XNNPACK wants mm."""
+    y = torch.mm(x, w)
+    return (y if alpha == 1 else alpha * y) + (bias if beta == 1 else beta * bias)
 
 
 def _trace(fn, args: list, kernels: str) -> torch.fx.GraphModule:
@@ -82,9 +84,9 @@ def _dequantizing(fn, n_before: int, frozen: list[str], int8: dict[str, bool]):
                 weights.append(rest.pop(0))
                 continue
             q, scale = rest.pop(0), rest.pop(0)
-            zp = rest.pop(0).to(torch.float32) if int8[n] else 0.0
-            shape = (-1,) + (1,) * (q.dim() - 1)
-            weights.append((q.to(torch.float32) - (zp.reshape(shape) if int8[n] else 0.0)) * scale.reshape(shape))
+            shape = (-1,) + (1,) * (q.dim() - 1)  # per-row scale and zero point
+            zp = rest.pop(0).to(torch.float32).reshape(shape) if int8[n] else 0.0
+            weights.append((q.to(torch.float32) - zp) * scale.reshape(shape))
         return fn(*head, *weights)
     return wrapped
 
